@@ -1,0 +1,4 @@
+"""Cryptographic building blocks: JOSE (JWS/JWE/JWK), key generation, certificates.
+
+Nothing in here knows about federation, OIDC or storage.
+"""
