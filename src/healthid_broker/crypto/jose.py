@@ -341,16 +341,18 @@ def verify_jws(parsed: ParsedJWS, keys: Iterable[JWK], *, require_kid: bool = Tr
 _ENC_KEY_BITS = 256  # A256GCM
 
 
-def _concat_kdf(shared: bytes, enc: str, apu: bytes, apv: bytes) -> bytes:
+def _concat_kdf(
+    shared: bytes, enc: str, apu: bytes, apv: bytes, key_bits: int = _ENC_KEY_BITS
+) -> bytes:
     """RFC 7518 §4.6.2: Concat KDF for ECDH-ES in direct key agreement mode."""
 
     def _lp(b: bytes) -> bytes:
         return len(b).to_bytes(4, "big") + b
 
     other = (
-        _lp(enc.encode("ascii")) + _lp(apu) + _lp(apv) + _ENC_KEY_BITS.to_bytes(4, "big")
+        _lp(enc.encode("ascii")) + _lp(apu) + _lp(apv) + key_bits.to_bytes(4, "big")
     )
-    return ConcatKDFHash(hashes.SHA256(), _ENC_KEY_BITS // 8, other).derive(shared)
+    return ConcatKDFHash(hashes.SHA256(), key_bits // 8, other).derive(shared)
 
 
 def encrypt_jwe(
