@@ -1,0 +1,470 @@
+"""The login transaction as an explicit state machine (DESIGN.md "The login transaction").
+
+State values are stable strings — they are written into sealed store entries and
+must not change between releases::
+
+        app's /authorize accepted
+                  |
+                  v
+          +---------------+  choose_idp (hosted chooser)
+          |    STARTED    |<--------------------+
+          |  "started"    |---------------------+
+          +---------------+
+                  | send_upstream: PAR done, user sent to the IdP
+                  v
+          +------------------+
+          | UPSTREAM_PENDING |   keyed by the broker's own `state` toward the IdP
+          | "upstream_pending"|
+          +------------------+
+                  | issue_code: IdP ID token validated, claims minimised
+                  v
+          +---------------+
+          |  CODE_ISSUED  |      keyed by the broker's authorization code (≤ 60 s)
+          | "code_issued" |
+          +---------------+
+                  | redeem: app's token request succeeded
+                  v
+          +---------------+
+          |   REDEEMED    |  terminal
+          +---------------+
+
+    from every non-terminal state:  fail   --> FAILED  ("failed",  terminal)
+                                    expire --> EXPIRED ("expired", terminal)
+
+Terminal states keep nothing: they are returned as a :class:`Finished` outcome (for the
+usage/audit event — no personal data) and never written to the store (T-01, A_23050).
+
+Every transition is a function that checks the current state at run time and raises
+:class:`IllegalTransition` otherwise; transitions of a live transaction past its
+deadline (≤ 10 minutes after start) raise :class:`TransactionExpired`.
+
+Serialisation (:func:`encode` / :func:`decode`) is compact JSON with short member
+names and a format version, so an in-flight login stays well under 2 KiB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from .errors import CorruptTransaction, IllegalTransition, TransactionExpired
+
+__all__ = [
+    "CODE_LIFETIME",
+    "FORMAT_VERSION",
+    "MAX_LIFETIME",
+    "TRANSITIONS",
+    "AppRequest",
+    "CodeIssued",
+    "Finished",
+    "LiveTransaction",
+    "LoginState",
+    "Started",
+    "UpstreamPending",
+    "check_transition",
+    "choose_idp",
+    "decode",
+    "encode",
+    "expire",
+    "fail",
+    "issue_code",
+    "redeem",
+    "send_upstream",
+    "start",
+]
+
+MAX_LIFETIME = 600.0
+"""A whole login, app authorize → code redemption, lives at most 10 minutes (T-01)."""
+CODE_LIFETIME = 60.0
+"""The broker's authorization code for the app lives at most 60 s (RFC 6749 §4.1.2)."""
+FORMAT_VERSION = 1
+
+
+class LoginState(StrEnum):
+    STARTED = "started"
+    UPSTREAM_PENDING = "upstream_pending"
+    CODE_ISSUED = "code_issued"
+    REDEEMED = "redeemed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({LoginState.REDEEMED, LoginState.FAILED, LoginState.EXPIRED})
+
+TRANSITIONS: Mapping[LoginState, frozenset[LoginState]] = {
+    LoginState.STARTED: frozenset(
+        {LoginState.STARTED, LoginState.UPSTREAM_PENDING, LoginState.FAILED, LoginState.EXPIRED}
+    ),
+    LoginState.UPSTREAM_PENDING: frozenset(
+        {LoginState.CODE_ISSUED, LoginState.FAILED, LoginState.EXPIRED}
+    ),
+    LoginState.CODE_ISSUED: frozenset(
+        {LoginState.REDEEMED, LoginState.FAILED, LoginState.EXPIRED}
+    ),
+    LoginState.REDEEMED: frozenset(),
+    LoginState.FAILED: frozenset(),
+    LoginState.EXPIRED: frozenset(),
+}
+
+
+def check_transition(src: LoginState, dst: LoginState) -> None:
+    """Raise :class:`IllegalTransition` unless ``src → dst`` is in :data:`TRANSITIONS`."""
+    if dst not in TRANSITIONS[src]:
+        raise IllegalTransition(f"a login in state {src.value!r} cannot move to {dst.value!r}")
+
+
+def _k(short: str, kind: str, default: Any = dataclasses.MISSING, *, secret: bool = False) -> Any:
+    # ``secret``: hidden from repr, so a transaction in a traceback or log line never
+    # shows claims, the pairwise subject, nonces, states or the PKCE verifier (GS-A_3813).
+    return field(default=default, repr=not secret, metadata={"k": short, "t": kind})
+
+
+@dataclass(frozen=True)
+class AppRequest:
+    """The application's validated authorization request (what the broker must echo/check).
+
+    ``application`` is the application's issuer (entity id); it selects the per-application
+    keys and pairwise secret. ``scopes`` are the requested scopes *after* the provider
+    checked them against the application's allow-list.
+    """
+
+    application: str = _k("a", "str")
+    client_id: str = _k("c", "str")
+    redirect_uri: str = _k("r", "str")
+    scopes: tuple[str, ...] = _k("sc", "strs")
+    state: str | None = _k("st", "ostr", secret=True)
+    nonce: str | None = _k("n", "ostr", secret=True)
+    code_challenge: str | None = _k("cc", "ostr", secret=True)
+    code_challenge_method: str | None = _k("cm", "ostr")
+    acr_values: tuple[str, ...] = _k("acr", "strs", ())
+    claims: tuple[str, ...] = _k("cl", "strs", ())  # names asked for via the OIDC `claims` param
+
+
+@dataclass(frozen=True)
+class Started:
+    """STARTED: the app's request is accepted; the IdP may still be unknown."""
+
+    txn_id: str = _k("id", "str")
+    created_at: float = _k("t0", "num")
+    deadline: float = _k("dl", "num")
+    app: AppRequest = _k("app", "app")  # noqa: RUF009 - field() with metadata
+    idp: str | None = _k("idp", "ostr")
+
+    state = LoginState.STARTED
+
+
+@dataclass(frozen=True)
+class UpstreamPending:
+    """UPSTREAM_PENDING: PAR done; the broker's own state/nonce/PKCE toward the IdP."""
+
+    txn_id: str = _k("id", "str")
+    created_at: float = _k("t0", "num")
+    deadline: float = _k("dl", "num")
+    app: AppRequest = _k("app", "app")  # noqa: RUF009 - field() with metadata
+    idp: str = _k("idp", "str")
+    upstream_state: str = _k("us", "str", secret=True)
+    upstream_nonce: str = _k("un", "str", secret=True)
+    upstream_code_verifier: str = _k("uv", "str", secret=True)
+    upstream_redirect_uri: str = _k("ur", "str")
+
+    state = LoginState.UPSTREAM_PENDING
+
+
+@dataclass(frozen=True)
+class CodeIssued:
+    """CODE_ISSUED: the minimised claims and pairwise ``sub`` for the app, keyed by code.
+
+    ``claims`` holds only what :func:`healthid_broker.provider.claims.minimise_claims`
+    let through (T-07); the IdP's raw ID token is already discarded (A_23050).
+    """
+
+    txn_id: str = _k("id", "str")
+    created_at: float = _k("t0", "num")
+    deadline: float = _k("dl", "num")
+    application: str = _k("a", "str")
+    client_id: str = _k("c", "str")
+    redirect_uri: str = _k("r", "str")
+    nonce: str | None = _k("n", "ostr", secret=True)
+    code_challenge: str | None = _k("cc", "ostr", secret=True)
+    code_challenge_method: str | None = _k("cm", "ostr")
+    scopes: tuple[str, ...] = _k("sc", "strs")
+    idp: str = _k("idp", "str")
+    subject: str = _k("sub", "str", secret=True)
+    claims: Mapping[str, Any] = _k("cl", "obj", secret=True)
+    acr: str | None = _k("acr", "ostr")
+    amr: tuple[str, ...] = _k("amr", "strs")
+    auth_time: int | None = _k("at", "oint")
+
+    state = LoginState.CODE_ISSUED
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A terminal outcome. Holds no personal data and is never stored."""
+
+    txn_id: str
+    state: LoginState
+    reason: str | None = None
+
+
+LiveTransaction = Started | UpstreamPending | CodeIssued
+_T = TypeVar("_T", Started, UpstreamPending, CodeIssued)
+
+
+def _require(txn: object, cls: type[_T], dst: LoginState) -> _T:
+    src = getattr(txn, "state", None)
+    if not isinstance(src, LoginState):
+        raise IllegalTransition(f"not a login transaction: {type(txn).__name__}")
+    check_transition(src, dst)
+    if not isinstance(txn, cls):
+        raise IllegalTransition(f"a login in state {src.value!r} cannot move to {dst.value!r}")
+    return txn
+
+
+def _alive(txn: LiveTransaction, now: float) -> None:
+    if now >= txn.deadline:
+        raise TransactionExpired("the login took too long; please start again")
+
+
+# --------------------------------------------------------------------------- transitions
+
+
+def start(
+    app: AppRequest,
+    *,
+    txn_id: str,
+    now: float,
+    idp: str | None = None,
+    lifetime: float = MAX_LIFETIME,
+) -> Started:
+    """Create a transaction in STARTED (the app's authorize request was accepted)."""
+    if not 0 < lifetime <= MAX_LIFETIME:
+        raise IllegalTransition(f"login lifetime must be in (0, {MAX_LIFETIME:.0f}] s")
+    if not txn_id:
+        raise IllegalTransition("a login transaction needs an id")
+    return Started(txn_id, now, now + lifetime, app, idp)
+
+
+def choose_idp(txn: Started, idp: str, *, now: float) -> Started:
+    """STARTED → STARTED: the user picked an IdP in the hosted chooser."""
+    t = _require(txn, Started, LoginState.STARTED)
+    _alive(t, now)
+    if not idp:
+        raise IllegalTransition("an IdP entity id is required")
+    return dataclasses.replace(t, idp=idp)
+
+
+def send_upstream(
+    txn: Started,
+    *,
+    upstream_state: str,
+    upstream_nonce: str,
+    upstream_code_verifier: str,
+    upstream_redirect_uri: str,
+    now: float,
+    idp: str | None = None,
+) -> UpstreamPending:
+    """STARTED → UPSTREAM_PENDING: PAR accepted, the user is sent to the IdP.
+
+    The broker's ``state``/``nonce``/PKCE toward the IdP are its own, never the app's
+    (PROFILE.md "The login, step by step" 2).
+    """
+    t = _require(txn, Started, LoginState.UPSTREAM_PENDING)
+    _alive(t, now)
+    chosen = idp or t.idp
+    if not chosen:
+        raise IllegalTransition("no IdP was chosen for this login")
+    if not (upstream_state and upstream_nonce and upstream_code_verifier):
+        raise IllegalTransition("upstream state, nonce and PKCE verifier are required")
+    app = t.app
+    if upstream_state == app.state or (app.nonce is not None and upstream_nonce == app.nonce):
+        raise IllegalTransition("the broker must not reuse the app's state or nonce upstream")
+    return UpstreamPending(
+        t.txn_id, t.created_at, t.deadline, app, chosen, upstream_state, upstream_nonce,
+        upstream_code_verifier, upstream_redirect_uri,
+    )
+
+
+def issue_code(
+    txn: UpstreamPending,
+    *,
+    subject: str,
+    claims: Mapping[str, Any],
+    acr: str | None,
+    amr: Sequence[str],
+    auth_time: int | None,
+    now: float,
+    scopes: Sequence[str] | None = None,
+    code_lifetime: float = CODE_LIFETIME,
+) -> CodeIssued:
+    """UPSTREAM_PENDING → CODE_ISSUED: the IdP's ID token was validated and minimised.
+
+    ``subject`` is the pairwise ``sub`` for the app; ``claims`` the minimised claims.
+    The new deadline is the earlier of the login deadline and ``now + code_lifetime``.
+    """
+    t = _require(txn, UpstreamPending, LoginState.CODE_ISSUED)
+    _alive(t, now)
+    if not 0 < code_lifetime <= CODE_LIFETIME:
+        raise IllegalTransition(f"code lifetime must be in (0, {CODE_LIFETIME:.0f}] s")
+    if not subject:
+        raise IllegalTransition("a subject is required")
+    app = t.app
+    return CodeIssued(
+        txn_id=t.txn_id,
+        created_at=t.created_at,
+        deadline=min(t.deadline, now + code_lifetime),
+        application=app.application,
+        client_id=app.client_id,
+        redirect_uri=app.redirect_uri,
+        nonce=app.nonce,
+        code_challenge=app.code_challenge,
+        code_challenge_method=app.code_challenge_method,
+        scopes=tuple(app.scopes if scopes is None else scopes),
+        idp=t.idp,
+        subject=subject,
+        claims=dict(claims),
+        acr=acr,
+        amr=tuple(amr),
+        auth_time=auth_time,
+    )
+
+
+def redeem(txn: CodeIssued, *, now: float) -> Finished:
+    """CODE_ISSUED → REDEEMED: the app's token request succeeded (code single-use)."""
+    t = _require(txn, CodeIssued, LoginState.REDEEMED)
+    _alive(t, now)
+    return Finished(t.txn_id, LoginState.REDEEMED)
+
+
+def fail(txn: LiveTransaction, reason: str) -> Finished:
+    """any live state → FAILED. ``reason`` is an OAuth error code, never personal data."""
+    src = getattr(txn, "state", None)
+    if not isinstance(src, LoginState):
+        raise IllegalTransition(f"not a login transaction: {type(txn).__name__}")
+    check_transition(src, LoginState.FAILED)
+    return Finished(txn.txn_id, LoginState.FAILED, reason)
+
+
+def expire(txn: LiveTransaction, *, now: float) -> Finished:
+    """any live state → EXPIRED, allowed only once the deadline has passed."""
+    src = getattr(txn, "state", None)
+    if not isinstance(src, LoginState):
+        raise IllegalTransition(f"not a login transaction: {type(txn).__name__}")
+    check_transition(src, LoginState.EXPIRED)
+    if now < txn.deadline:
+        raise IllegalTransition("the login has not reached its deadline yet")
+    return Finished(txn.txn_id, LoginState.EXPIRED, "expired")
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _enc_value(kind: str, value: Any) -> Any:
+    if kind == "app":
+        return _to_obj(value)
+    if kind == "strs":
+        return list(value)
+    if kind == "obj":
+        return dict(value)
+    return value
+
+
+def _to_obj(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        kind = f.metadata["t"]
+        if value is None or (kind == "strs" and not value):
+            continue  # omitted == default, keeps entries compact
+        out[f.metadata["k"]] = _enc_value(kind, value)
+    return out
+
+
+def _dec_value(kind: str, value: Any, name: str) -> Any:
+    ok: bool
+    if kind in ("str", "ostr"):
+        ok = isinstance(value, str)
+    elif kind == "num":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind == "oint":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "strs":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if ok:
+            return tuple(value)
+    elif kind == "obj":
+        ok = isinstance(value, dict)
+    elif kind == "app":
+        return _from_obj(AppRequest, value)
+    else:  # pragma: no cover - programming error in the field table
+        raise AssertionError(kind)
+    if not ok:
+        raise CorruptTransaction(f"stored login member {name!r} has the wrong type")
+    return value
+
+
+_D = TypeVar("_D")
+
+
+def _from_obj(cls: type[_D], data: Any) -> _D:
+    if not isinstance(data, dict):
+        raise CorruptTransaction("stored login is not a JSON object")
+    kwargs: dict[str, Any] = {}
+    known = set()
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        short, kind = f.metadata["k"], f.metadata["t"]
+        known.add(short)
+        if short in data:
+            kwargs[f.name] = _dec_value(kind, data[short], f.name)
+        elif kind == "strs":
+            kwargs[f.name] = ()
+        elif kind in ("ostr", "oint"):
+            kwargs[f.name] = None
+        else:
+            raise CorruptTransaction(f"stored login lacks the member {f.name!r}")
+    extra = set(data) - known
+    if extra:
+        raise CorruptTransaction(f"stored login has unknown members {sorted(extra)}")
+    return cls(**kwargs)
+
+
+def encode(txn: LiveTransaction) -> bytes:
+    """Compact JSON: ``{"v":1,"s":<state>, …short members…}``."""
+    body = _to_obj(txn)
+    body["v"] = FORMAT_VERSION
+    body["s"] = txn.state.value
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+_BY_STATE: Mapping[str, type[Started] | type[UpstreamPending] | type[CodeIssued]] = {
+    LoginState.STARTED.value: Started,
+    LoginState.UPSTREAM_PENDING.value: UpstreamPending,
+    LoginState.CODE_ISSUED.value: CodeIssued,
+}
+
+
+def decode(data: bytes, expected: type[_T]) -> _T:
+    """Decode :func:`encode` output and insist on the ``expected`` state's class."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise CorruptTransaction("stored login is not JSON") from None
+    if not isinstance(obj, dict):
+        raise CorruptTransaction("stored login is not a JSON object")
+    if obj.pop("v", None) != FORMAT_VERSION:
+        raise CorruptTransaction("stored login has an unknown format version")
+    state = obj.pop("s", None)
+    cls = _BY_STATE.get(state) if isinstance(state, str) else None
+    if cls is not expected:
+        raise CorruptTransaction(
+            f"stored login is in state {state!r}, expected {expected.state.value!r}"
+        )
+    return _from_obj(expected, obj)

@@ -1,0 +1,387 @@
+"""The OpenID Provider toward applications: authorize, chooser, upstream callback, token.
+
+Framework-free: the web layer turns HTTP into calls of :class:`ProviderService` and its
+outcomes back into HTTP. Flow (see docs/login-flow.md)::
+
+    app ──/authorize──▶ validate client, redirect_uri, scope, PKCE ──▶ STARTED
+        ├─ idp_hint ──────────────────────────────┐
+        └─ hosted chooser (/authorize/choose) ────┤
+                                                  ▼
+                          PAR over mTLS ──▶ UPSTREAM_PENDING ──▶ browser to the IdP
+    IdP ──/callback──▶ token over mTLS, ID token validated, claims minimised ──▶ CODE_ISSUED
+    app ──/token────▶ client authenticated, code taken (once), PKCE ──▶ ID token (REDEEMED)
+
+Errors toward apps follow RFC 6749 §4.1.2.1 / §5.2 and OIDC Core §3.1.2.6; people see a
+friendly page. Neither carries personal data.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from ..login import transaction as tx
+from ..login.errors import LoginError
+from ..login.login_store import LoginStore
+from ..login.store import TransientStore
+from ..upstream.errors import UpstreamError
+from ..upstream.flow import Upstream
+from ..upstream.idp_list import IdpEntry
+from ..upstream.par import AuthSecrets
+from . import pkce
+from .claims import check_requested_scopes, minimise_claims, parse_scope
+from .client_auth import ClientAuthMethod, RegisteredClient, authenticate_client
+from .directory import AppConfig, ClientConfig
+from .errors import OAuthError
+from .tokens import build_id_token, new_access_token, new_authorization_code, pairwise_subject
+
+log = logging.getLogger("healthid_broker.provider")
+
+ACR_HIGH = "gematik-ehealth-loa-high"
+ACR_SUBSTANTIAL = "gematik-ehealth-loa-substantial"
+_ACR_RANK = {ACR_SUBSTANTIAL: 1, ACR_HIGH: 2}
+ACCESS_TOKEN_LIFETIME = 300
+
+_SINGLE_PARAMS = (
+    "client_id", "redirect_uri", "response_type", "scope", "state", "nonce",
+    "code_challenge", "code_challenge_method", "acr_values", "prompt", "idp_hint",
+    "ui_locales", "max_age", "response_mode",
+)
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True)
+class Redirect:
+    url: str
+
+
+@dataclass(frozen=True)
+class ShowChooser:
+    app: AppConfig
+    txn_id: str
+    idps: tuple[IdpEntry, ...]
+    lang: str | None
+
+
+@dataclass(frozen=True)
+class ErrorPage:
+    """A friendly page for people. ``code`` is one of web.i18n.ERRORS' keys."""
+
+    code: str
+    status: int = 400
+    back_url: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenAnswer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Outcome = Redirect | ShowChooser | ErrorPage
+
+
+class ClientAuthenticator:
+    """Binds :func:`.client_auth.authenticate_client` to an application's clients."""
+
+    def __init__(self, replay: TransientStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.replay = replay
+        self.clock = clock
+
+    async def authenticate(
+        self, app: AppConfig, form: Sequence[tuple[str, str]], authorization: Sequence[str],
+        *, token_endpoint: str,
+    ) -> ClientConfig:
+        async def lookup(client_id: str) -> RegisteredClient | None:
+            c = app.clients.get(client_id)
+            if c is None or not c.active:
+                return None
+            return RegisteredClient(c.client_id, ClientAuthMethod(c.auth_method),
+                                    c.signature_keys)
+
+        async def verify(client: RegisteredClient, secret: str) -> bool:
+            return app.verify_secret(client.client_id, secret)
+
+        result = await authenticate_client(
+            authorization=authorization, form=form, lookup=lookup, verify_secret=verify,
+            token_endpoint=token_endpoint, issuer=app.issuer, now=self.clock(),
+            replay=self.replay)
+        return app.clients[result.client_id]
+
+
+def _with_query(url: str, params: Mapping[str, str]) -> str:
+    sep = "&" if urlsplit(url).query else "?"
+    return f"{url}{sep}{urlencode(params)}"
+
+
+def effective_acr(app: AppConfig, requested: tuple[str, ...]) -> str:
+    """The application's configured acr, raised to ``high`` if the app asked for it."""
+    acr = app.required_acr
+    for r in requested:
+        if _ACR_RANK.get(r, 0) > _ACR_RANK.get(acr, 0):
+            acr = r
+    return acr
+
+
+class ProviderService:
+    def __init__(
+        self,
+        directory: Any,
+        store: LoginStore,
+        upstream: Upstream,
+        client_auth: ClientAuthenticator,
+        *,
+        clock: Callable[[], float] = time.time,
+        token_endpoint: Callable[[AppConfig], str],
+    ) -> None:
+        self.directory = directory
+        self.store = store
+        self.upstream = upstream
+        self.client_auth = client_auth
+        self.clock = clock
+        self.token_endpoint = token_endpoint
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _app(self, short_key: str) -> AppConfig | None:
+        app: AppConfig | None = await self.directory.get(short_key)
+        if app is None or not app.active:
+            return None
+        return app
+
+    def _to_app(self, redirect_uri: str, app: AppConfig, params: dict[str, str]) -> Redirect:
+        params = dict(params)
+        params["iss"] = app.issuer  # RFC 9207
+        return Redirect(_with_query(redirect_uri, params))
+
+    def _error_to_app(self, app: AppConfig, redirect_uri: str, err: OAuthError,
+                      state: str | None) -> Redirect:
+        return self._to_app(redirect_uri, app, err.redirect_params(state))
+
+    # ------------------------------------------------------------------ authorize
+
+    async def authorize(
+        self, short_key: str, params: Mapping[str, str], *, duplicated: frozenset[str] = frozenset()
+    ) -> Outcome:
+        """OIDC Core §3.1.2.1/§3.1.2.2. Errors before the client and its redirect URI are
+        validated are shown to the person, never redirected (RFC 6749 §4.1.2.1)."""
+        app = await self._app(short_key)
+        if app is None:
+            return ErrorPage("invalid_client", 404)
+        client_id = params.get("client_id", "")
+        client = app.clients.get(client_id)
+        if "client_id" in duplicated or client is None or not client.active:
+            return ErrorPage("invalid_client", 400)
+        redirect_uri = params.get("redirect_uri", "")
+        if "redirect_uri" in duplicated or redirect_uri not in client.redirect_uris:
+            return ErrorPage("invalid_request", 400)
+        state = params.get("state")
+        try:
+            return await self._authorize_checked(app, client, redirect_uri, params, duplicated)
+        except OAuthError as err:
+            if err.redirectable:
+                return self._error_to_app(app, redirect_uri, err, state)
+            return ErrorPage(err.error if err.error in ("invalid_request",) else "invalid_request")
+
+    async def _authorize_checked(
+        self, app: AppConfig, client: ClientConfig, redirect_uri: str,
+        params: Mapping[str, str], duplicated: frozenset[str],
+    ) -> Outcome:
+        dup = sorted(set(_SINGLE_PARAMS) & duplicated)
+        if dup:
+            raise OAuthError.invalid_request(f"parameter {dup[0]} given more than once",
+                                             redirectable=True)
+        if "request" in params:
+            raise OAuthError("request_not_supported", "request objects are not supported",
+                             redirectable=True)
+        if "request_uri" in params:
+            raise OAuthError("request_uri_not_supported", "use the PAR endpoint's answer "
+                             "only with this broker's own request_uri", redirectable=True)
+        if params.get("response_type") != "code":
+            raise OAuthError("unsupported_response_type", "only response_type=code is supported",
+                             redirectable=True)
+        if params.get("response_mode", "query") != "query":
+            raise OAuthError.invalid_request("only response_mode=query is supported",
+                                             redirectable=True)
+        allowed = client.allowed_scopes & app.scopes
+        scopes = check_requested_scopes(parse_scope(params.get("scope")), allowed)
+        challenge = params.get("code_challenge")
+        method = params.get("code_challenge_method")
+        if challenge is not None or method is not None or client.public:
+            pkce.check_challenge(challenge, method or None)
+        prompt = set(parse_scope(params.get("prompt")))
+        if "none" in prompt:
+            # The broker keeps no login session: every login goes to the IdP.
+            raise OAuthError("login_required", "the broker keeps no session; prompt=none "
+                             "cannot be satisfied", redirectable=True)
+        acr_values = parse_scope(params.get("acr_values"))
+        unknown_acr = [a for a in acr_values if a not in _ACR_RANK]
+        if acr_values and len(unknown_acr) == len(acr_values):
+            raise OAuthError.invalid_request("acr_values names no supported level",
+                                             redirectable=True)
+        nonce = params.get("nonce")
+        if nonce is not None and len(nonce) > 512:
+            raise OAuthError.invalid_request("nonce is too long", redirectable=True)
+        state = params.get("state")
+        if state is not None and len(state) > 1024:
+            raise OAuthError.invalid_request("state is too long", redirectable=True)
+        request = tx.AppRequest(
+            application=app.issuer, client_id=client.client_id, redirect_uri=redirect_uri,
+            scopes=scopes, state=state, nonce=nonce,
+            code_challenge=challenge, code_challenge_method=method if challenge else None,
+            acr_values=tuple(a for a in acr_values if a in _ACR_RANK),
+        )
+        now = self.clock()
+        started = tx.start(request, txn_id=secrets.token_urlsafe(24), now=now)
+        lang = params.get("ui_locales", "").split(" ")[0][:2] or None
+        hint = params.get("idp_hint")
+        if hint:
+            return await self._go_upstream(app, started, hint, lang)
+        try:
+            idps = await self.upstream.idps()
+        except UpstreamError as exc:
+            log.warning("IdP list unavailable: %s", exc)
+            idps = ()
+        await self.store.put_started(started, now=now)
+        return ShowChooser(app, started.txn_id, idps, lang)
+
+    async def choose(self, short_key: str, txn_id: str, idp: str, lang: str | None) -> Outcome:
+        app = await self._app(short_key)
+        if app is None:
+            return ErrorPage("invalid_client", 404)
+        started = await self.store.take_started(txn_id, now=self.clock())
+        if started is None or started.app.application != app.issuer:
+            return ErrorPage("login_expired", 400)
+        return await self._go_upstream(app, started, idp, lang)
+
+    def _back_to_app(self, app: AppConfig, req: tx.AppRequest, error: str, desc: str) -> str:
+        err = OAuthError(error, desc, redirectable=True)
+        return self._error_to_app(app, req.redirect_uri, err, req.state).url
+
+    async def _go_upstream(self, app: AppConfig, started: tx.Started, idp: str,
+                           lang: str | None) -> Outcome:
+        req = started.app
+        acr = effective_acr(app, req.acr_values)
+        try:
+            up = await self.upstream.start(app.rp, idp, scope=" ".join(req.scopes), acr=acr)
+        except UpstreamError as exc:
+            log.warning("upstream start failed for %s: %s", idp[:200], exc)
+            back = self._back_to_app(app, req, "temporarily_unavailable",
+                                     "the identity provider cannot be reached")
+            return ErrorPage("idp_unavailable", 502, back_url=back)
+        now = self.clock()
+        pending = tx.send_upstream(
+            started, upstream_state=up.secrets.state, upstream_nonce=up.secrets.nonce,
+            upstream_code_verifier=up.secrets.code_verifier,
+            upstream_redirect_uri=app.rp.redirect_uri, now=now, idp=idp)
+        await self.store.put_pending(pending, now=now)
+        return Redirect(up.redirect_url)
+
+    # ------------------------------------------------------------------ callback
+
+    async def callback(self, short_key: str, params: Mapping[str, str]) -> Outcome:
+        """The IdP's redirect back (step 3 → 4). ``state`` is single-use."""
+        app = await self._app(short_key)
+        if app is None:
+            return ErrorPage("invalid_client", 404)
+        state = params.get("state", "")
+        pending = await self.store.take_pending(state, now=self.clock()) if state else None
+        if pending is None or pending.app.application != app.issuer:
+            return ErrorPage("login_expired", 400)
+        req = pending.app
+        if "error" in params or "code" not in params:
+            idp_error = params.get("error", "")
+            code = "access_denied" if idp_error in ("access_denied", "") else "server_error"
+            log.info("IdP returned error %s", idp_error[:64])
+            return self._to_app(req.redirect_uri, app, OAuthError(
+                code, "the identity provider did not complete the login",
+                redirectable=True).redirect_params(req.state))
+        client = app.clients.get(req.client_id)
+        if client is None or not client.active:
+            return ErrorPage("invalid_client", 400)
+        secrets_ = AuthSecrets(pending.upstream_state, pending.upstream_nonce,
+                               pending.upstream_code_verifier)
+        try:
+            validated = await self.upstream.finish(
+                app.rp, pending.idp, code=params["code"], secrets=secrets_,
+                required_acr=effective_acr(app, req.acr_values))
+        except UpstreamError as exc:
+            log.warning("upstream login failed at %s: %s", pending.idp[:200], exc)
+            return self._to_app(req.redirect_uri, app, OAuthError(
+                "access_denied", "the identity provider's answer was not acceptable",
+                redirectable=True).redirect_params(req.state))
+        now = self.clock()
+        subject = pairwise_subject(app.pairwise_secret, validated.iss, validated.sub)
+        claims = minimise_claims(validated.claims, client.allowed_scopes & app.scopes, req.scopes)
+        try:
+            issued = tx.issue_code(
+                pending, subject=subject, claims=claims, acr=validated.acr,
+                amr=validated.amr, auth_time=validated.auth_time, now=now)
+        except LoginError:
+            return ErrorPage("login_expired", 400)
+        code = new_authorization_code()
+        await self.store.put_code(code, issued, now=now)
+        params_out = {"code": code}
+        if req.state is not None:
+            params_out["state"] = req.state
+        return self._to_app(req.redirect_uri, app, params_out)
+
+    # ------------------------------------------------------------------ token
+
+    async def token(self, short_key: str, form_items: Sequence[tuple[str, str]],
+                    authorization: Sequence[str]) -> TokenAnswer:
+        """RFC 6749 §4.1.3 / OIDC Core §3.1.3. ``form_items`` in order, repeats included."""
+        try:
+            return await self._token(short_key, form_items, authorization)
+        except OAuthError as err:
+            return TokenAnswer(err.status, err.to_dict(), err.headers())
+
+    async def _token(self, short_key: str, form_items: Sequence[tuple[str, str]],
+                     authorization: Sequence[str]) -> TokenAnswer:
+        app = await self._app(short_key)
+        if app is None:
+            raise OAuthError.invalid_client("unknown application")
+        form: dict[str, str] = {}
+        for name, value in form_items:
+            if name in form:
+                raise OAuthError.invalid_request("a parameter was given more than once")
+            form[name] = value
+        client = await self.client_auth.authenticate(
+            app, form_items, authorization, token_endpoint=self.token_endpoint(app))
+        grant = form.get("grant_type")
+        if grant != "authorization_code":
+            raise OAuthError("unsupported_grant_type",
+                             "only grant_type=authorization_code is supported")
+        code = form.get("code")
+        if not code:
+            raise OAuthError.invalid_request("code is required")
+        now = self.clock()
+        issued = await self.store.take_code(code, now=now)  # atomic: a code works once
+        if issued is None or issued.application != app.issuer:
+            raise OAuthError.invalid_grant("the code is invalid, expired or already used")
+        if issued.client_id != client.client_id:
+            raise OAuthError.invalid_grant("the code was issued to another client")
+        if form.get("redirect_uri") != issued.redirect_uri:
+            raise OAuthError.invalid_grant("redirect_uri does not match the authorization request")
+        if issued.code_challenge is not None:
+            pkce.verify(form.get("code_verifier"), issued.code_challenge,
+                        issued.code_challenge_method or "S256")
+        elif form.get("code_verifier") is not None:
+            raise OAuthError.invalid_grant("code_verifier sent but no code_challenge was given")
+        access = new_access_token(lifetime=ACCESS_TOKEN_LIFETIME)
+        id_token = build_id_token(
+            signing_key=app.id_token_key, issuer=app.issuer, client_id=client.client_id,
+            subject=issued.subject, now=now, claims=issued.claims, nonce=issued.nonce,
+            auth_time=issued.auth_time, acr=issued.acr, amr=issued.amr,
+            access_token=access.value, encryption_key=client.encryption_key)
+        tx.redeem(issued, now=now)
+        return TokenAnswer(200, access.response(id_token),
+                           {"Cache-Control": "no-store", "Pragma": "no-cache"})

@@ -1,0 +1,261 @@
+"""Transient store: memory backend with a fake clock, Redis against the real server,
+atomic take under concurrency, TTL limits, and the typed LoginStore (with size)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from healthid_broker.login import (
+    AppRequest,
+    LoginStore,
+    MemoryBackend,
+    SealedStore,
+    Sealer,
+    SealError,
+    StoreFull,
+    TransientStore,
+    TTLRefused,
+    choose_idp,
+    issue_code,
+    memory_store,
+    redis_store,
+    send_upstream,
+    start,
+)
+from healthid_broker.login.store import RedisBackend
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+SEALER = Sealer({1: os.urandom(32)}, 1, os.urandom(32))
+
+
+# --------------------------------------------------------------------------- memory
+
+
+async def test_memory_ttl_with_fake_clock() -> None:
+    clock = FakeClock()
+    store = memory_store(SEALER, clock=clock)
+    await store.put("p", "k", b"v", ttl=10)
+    assert await store.get("p", "k") == b"v"
+    clock.t += 9.99
+    assert await store.get("p", "k") == b"v"
+    clock.t += 0.01
+    assert await store.get("p", "k") is None
+    assert await store.add_if_absent("r", "jti", ttl=5)
+    assert not await store.add_if_absent("r", "jti", ttl=5)
+    clock.t += 5
+    assert await store.add_if_absent("r", "jti", ttl=5)
+
+
+async def test_ttl_limit() -> None:
+    store = memory_store(SEALER)
+    for bad in (0, -1, 600.001, 3600, float("nan")):
+        with pytest.raises(TTLRefused):
+            await store.put("p", "k", b"v", ttl=bad)
+        with pytest.raises(TTLRefused):
+            await store.add_if_absent("p", "k", ttl=bad)
+    await store.put("p", "k", b"v", ttl=600)
+
+
+async def test_memory_bounded_with_clear_error() -> None:
+    clock = FakeClock()
+    store = memory_store(SEALER, clock=clock, max_entries=2)
+    await store.put("p", "a", b"1", ttl=1)
+    await store.put("p", "b", b"2", ttl=100)
+    await store.put("p", "b", b"3", ttl=100)  # overwrite needs no room
+    with pytest.raises(StoreFull, match="maximum of 2"):
+        await store.put("p", "c", b"3", ttl=100)
+    clock.t += 1  # "a" expires → room again
+    await store.put("p", "c", b"3", ttl=100)
+
+
+async def test_backend_never_sees_plaintext_or_raw_keys() -> None:
+    backend = MemoryBackend()
+    store = SealedStore(backend, SEALER)
+    await store.put("login.code", "RAW-CODE-123", b"SECRET-CLAIM", ttl=60)
+    items = backend.raw_items()
+    assert len(items) == 1
+    ((bkey, value),) = items.items()
+    assert "RAW-CODE-123" not in bkey and b"SECRET-CLAIM" not in value
+
+
+async def test_entry_cannot_be_moved_to_another_purpose() -> None:
+    backend = MemoryBackend()
+    store = SealedStore(backend, SEALER)
+    await store.put("login.upstream", "k", b"v", ttl=60)
+    ((_bkey, value),) = backend.raw_items().items()
+    # an attacker with write access to the backend copies the entry under another purpose
+    await backend.put(f"login.code:{SEALER.index('login.code', 'k')}", value, 60_000)
+    with pytest.raises(SealError):
+        await store.get("login.code", "k")
+
+
+# --------------------------------------------------------------------------- redis
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[tuple[Redis, str]]:
+    client = Redis(host="127.0.0.1", port=6379)
+    prefix = f"test-login-{uuid.uuid4().hex}:"
+    try:
+        yield client, prefix
+    finally:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_store_real_server(redis_prefix: tuple[Redis, str]) -> None:
+    client, prefix = redis_prefix
+    store = redis_store(client, SEALER, prefix=prefix)
+    await store.put("login.code", "c1", b"value", ttl=60)
+    raw_keys = [k async for k in client.scan_iter(match=prefix + "*")]
+    assert len(raw_keys) == 1 and b"c1" not in raw_keys[0]
+    raw = await client.get(raw_keys[0])
+    assert raw is not None and b"value" not in raw
+    pttl = await client.pttl(raw_keys[0])
+    assert 0 < pttl <= 60_000
+    assert await store.get("login.code", "c1") == b"value"
+    assert await store.take("login.code", "c1") == b"value"
+    assert await store.take("login.code", "c1") is None
+    await store.put("p", "d", b"x", ttl=60)
+    await store.delete("p", "d")
+    assert await store.get("p", "d") is None
+    assert await store.add_if_absent("client.jti", "j", ttl=60)
+    assert not await store.add_if_absent("client.jti", "j", ttl=60)
+    # Redis expires entries itself
+    await store.put("p", "short", b"x", ttl=0.05)
+    await asyncio.sleep(0.15)
+    assert await store.get("p", "short") is None
+
+
+@pytest.mark.redis
+async def test_redis_rejects_decoding_client(redis_prefix: tuple[Redis, str]) -> None:
+    _, prefix = redis_prefix
+    decoding = Redis(host="127.0.0.1", port=6379, decode_responses=True)
+    try:
+        backend = RedisBackend(decoding, prefix=prefix)
+        await backend.put("k", b"v", 1000)
+        with pytest.raises(Exception, match="decode_responses"):
+            await backend.get("k")
+    finally:
+        await decoding.aclose()
+
+
+async def _concurrent_take(store: TransientStore) -> None:
+    for round_ in range(5):
+        key = f"code-{round_}"
+        await store.put("login.code", key, b"once", ttl=30)
+        results = await asyncio.gather(*(store.take("login.code", key) for _ in range(50)))
+        assert results.count(b"once") == 1
+        assert results.count(None) == 49
+
+
+async def test_concurrent_take_exactly_once_memory() -> None:
+    await _concurrent_take(memory_store(SEALER))
+
+
+@pytest.mark.redis
+async def test_concurrent_take_exactly_once_redis(redis_prefix: tuple[Redis, str]) -> None:
+    client, prefix = redis_prefix
+    # separate connections from the pool race for the same key
+    await _concurrent_take(redis_store(client, SEALER, prefix=prefix))
+
+
+# --------------------------------------------------------------------------- LoginStore
+
+APP = AppRequest(
+    application="https://broker.example/0f3a9c2b",
+    client_id="https://app.example.de/client/mobile-android",
+    redirect_uri="https://app.example.de/oauth/callback/gesundheitsid",
+    scopes=("openid", "urn:telematik:versicherter", "urn:telematik:display_name",
+            "urn:telematik:geburtsdatum", "urn:telematik:email"),
+    state="Qm9iIGlzIGEgbmljZSBndXkgYW5kIHRoaXMgaXMgYSBzdGF0ZQ",
+    nonce="bm9uY2Utbm9uY2Utbm9uY2Utbm9uY2Utbm9uY2Utbm9uY2U",
+    code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    code_challenge_method="S256",
+    acr_values=("gematik-ehealth-loa-high",),
+)
+IDP = "https://idp.kk-sandbox.example/oidc/insurance-company-with-a-long-name"
+CLAIMS = {
+    "urn:telematik:claims:id": "X110411675",
+    "urn:telematik:claims:organization": "109500969",
+    "urn:telematik:claims:profession": "1.2.276.0.76.4.49",
+    "urn:telematik:claims:display_name": "Dr. Maximiliane Musterfrau-Beispielname",
+    "birthdate": "1984-07-12",
+    "urn:telematik:claims:email": "maximiliane.musterfrau@beispiel-krankenkasse.example",
+}
+
+
+async def test_login_store_lifecycle_and_size(capsys: pytest.CaptureFixture[str]) -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+    store = LoginStore(SealedStore(backend, SEALER))
+    now = clock.t
+    started = choose_idp(start(APP, txn_id=str(uuid.uuid4()), now=now), IDP, now=now)
+    assert await store.put_started(started, now=now)
+    assert await store.get_started(started.txn_id, now=now) == started
+    assert await store.take_started(started.txn_id, now=now) == started
+    assert await store.take_started(started.txn_id, now=now) is None
+
+    pending = send_upstream(
+        started, upstream_state=os.urandom(32).hex(), upstream_nonce=os.urandom(32).hex(),
+        upstream_code_verifier="v" * 43, upstream_redirect_uri=APP.application + "/callback",
+        now=now,
+    )
+    await store.put_pending(pending, now=now)
+    sizes = {"upstream_pending": sum(len(k) + len(v) for k, v in backend.raw_items().items())}
+    assert await store.take_pending(pending.upstream_state, now=now) == pending
+    assert await store.take_pending(pending.upstream_state, now=now) is None
+
+    code_txn = issue_code(
+        pending, subject="y" * 43, claims=CLAIMS, acr="gematik-ehealth-loa-high",
+        amr=["urn:telematik:auth:eGK"], auth_time=int(now), now=now,
+    )
+    code = "c" * 43
+    await store.put_code(code, code_txn, now=now)
+    sizes["code_issued"] = sum(len(k) + len(v) for k, v in backend.raw_items().items())
+    with capsys.disabled():
+        print(f"\n[bench] transient store bytes per in-flight login (key+sealed value): {sizes}")
+    assert max(sizes.values()) <= 2048  # benchmark target: ≤ 2 KiB per in-flight login
+
+    # the code's TTL is ≤ 60 s even though the login deadline is later
+    clock.t += 60
+    assert await store.take_code(code, now=clock.t) is None
+
+
+async def test_login_store_refuses_expired_and_respects_deadline() -> None:
+    clock = FakeClock()
+    store = LoginStore(SealedStore(MemoryBackend(clock=clock), SEALER))
+    started = start(APP, txn_id="t", now=0, idp=IDP)
+    assert not await store.put_started(started, now=600)  # past deadline: nothing saved
+    started = start(APP, txn_id="t", now=clock.t, idp=IDP)
+    await store.put_started(started, now=clock.t)
+    # a wall clock ahead of the store's clock still refuses an overdue transaction
+    assert await store.get_started("t", now=clock.t + 600) is None
+
+
+async def test_login_store_states_cannot_be_confused() -> None:
+    backend = MemoryBackend()
+    store = LoginStore(SealedStore(backend, SEALER))
+    started = start(APP, txn_id="same-key", now=0, idp=IDP)
+    await store.put_started(started, now=0)
+    assert await store.take_code("same-key", now=0) is None
+    assert await store.take_pending("same-key", now=0) is None
