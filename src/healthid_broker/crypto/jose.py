@@ -32,20 +32,20 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 
 __all__ = [
-    "JoseError",
+    "JWK",
+    "JWEError",
     "JWSHeaderError",
     "JWSSignatureError",
-    "JWEError",
-    "JWK",
-    "b64u_encode",
-    "b64u_decode",
-    "sign_jws",
-    "parse_jws",
-    "verify_jws",
-    "encrypt_jwe",
-    "decrypt_jwe",
-    "parse_jwe_header",
+    "JoseError",
     "ParsedJWS",
+    "b64u_decode",
+    "b64u_encode",
+    "decrypt_jwe",
+    "encrypt_jwe",
+    "parse_jwe_header",
+    "parse_jws",
+    "sign_jws",
+    "verify_jws",
 ]
 
 _P256_COORD_LEN = 32
@@ -195,10 +195,8 @@ class JWK:
     def thumbprint(self) -> str:
         """RFC 7638 JWK thumbprint (SHA-256), base64url."""
         nums = self.public_key.public_numbers()
-        canon = (
-            '{"crv":"P-256","kty":"EC","x":"%s","y":"%s"}'
-            % (_int_to_b64(nums.x), _int_to_b64(nums.y))
-        )
+        x, y = _int_to_b64(nums.x), _int_to_b64(nums.y)
+        canon = f'{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}'
         return b64u_encode(hashlib.sha256(canon.encode()).digest())
 
     def public(self) -> JWK:

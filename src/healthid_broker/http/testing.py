@@ -23,7 +23,9 @@ class Request:
     identity: ClientIdentity | None
 
 
-def jwt_response(token: str, content_type: str = "application/entity-statement+jwt") -> HttpResponse:
+def jwt_response(
+    token: str, content_type: str = "application/entity-statement+jwt"
+) -> HttpResponse:
     return HttpResponse(200, {"content-type": content_type}, token.encode())
 
 

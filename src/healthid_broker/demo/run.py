@@ -1,0 +1,192 @@
+"""``healthid-broker demo``: the sandbox federation, the broker and a demo app in one process.
+
+Ports (with ``--port P``): P = http on loopback for everything people see (demo app, the
+broker's authorize/chooser/callback pages), P+1 = the broker's https (entity ids, issuer,
+discovery, token, jwks), P+2…P+4 = the sandbox (https, mutual TLS, http pages). With
+``--port 0`` every port is chosen freely. See docs/decisions/0001-sandbox-tls-and-loopback.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..crypto.key_provider import LocalFileKeyProvider
+from ..crypto.keys import LocalCA, private_key_pem
+from ..storage.db import default_database_url, open_database
+from ..tenancy.service import TenancyService
+from ..web.runtime import BrokerRuntime, BrokerSettings, build_broker
+from ..web.server import RunningServer, bind_socket, start_server
+from ..web.tls import server_context
+from .app import DemoClientConfig, create_demo_app
+
+log = logging.getLogger("healthid_broker.demo")
+
+DEMO_TENANT = "demo-diga"
+DEMO_ORGANISATION = "Demo DiGA GmbH"
+DEMO_APP = "demo"
+DEMO_SCOPES = (
+    "openid", "urn:telematik:versicherter", "urn:telematik:display_name",
+    "urn:telematik:given_name", "urn:telematik:family_name", "urn:telematik:geburtsdatum",
+    "urn:telematik:alter", "urn:telematik:geschlecht", "urn:telematik:email",
+)
+
+
+@dataclass
+class DemoConfig:
+    host: str = "127.0.0.1"
+    port: int = 8400
+    data_dir: Path = field(default_factory=lambda: Path(".data/demo"))
+    auto_person: str | None = None
+    redis_url: str | None = None
+    database_url: str | None = None
+
+
+def _load_or_create_ca(d: Path) -> LocalCA:
+    d.mkdir(parents=True, exist_ok=True)
+    cert, key = d / "ca.pem", d / "ca.key"
+    if cert.exists() and key.exists():
+        return LocalCA.load(cert, key)
+    ca = LocalCA.create("healthid-broker demo CA")
+    cert.write_bytes(ca.cert.public_bytes(__import__(
+        "cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.PEM))
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private_key_pem(ca.key))
+    return ca
+
+
+class Demo:
+    def __init__(self, cfg: DemoConfig) -> None:
+        self.cfg = cfg
+        self.data_dir = Path(cfg.data_dir).resolve()
+        self.servers: list[RunningServer] = []
+        self.sandbox: Any = None
+        self.runtime: BrokerRuntime | None = None
+        self.tenancy: TenancyService | None = None
+        self._info: dict[str, Any] = {}
+
+    def _provision(self, tenancy: TenancyService, browser_base: str) -> dict[str, str]:
+        """Demo tenant, application and client — idempotent across restarts."""
+        now = time.time()
+        if tenancy.get_tenant(DEMO_TENANT) is None:
+            tenancy.create_tenant(DEMO_TENANT, now=now)
+        if tenancy.get_application(DEMO_APP) is None:
+            tenancy.create_application(
+                DEMO_TENANT, DEMO_APP, display_name="Demo-App",
+                organization_name=DEMO_ORGANISATION, scopes=DEMO_SCOPES,
+                required_acr="gematik-ehealth-loa-substantial", now=now)
+        redirect_uri = f"{browser_base}/app/callback"
+        secret_file = self.data_dir / "demo-client.json"
+        app = tenancy.get_application(DEMO_APP)
+        assert app is not None
+        if secret_file.exists():
+            saved = json.loads(secret_file.read_text())
+            client = app.client(saved["client_id"])
+            if client is not None:
+                if redirect_uri not in client.redirect_uris:
+                    tenancy.update_redirect_uris(DEMO_APP, client.client_id,
+                                                 [redirect_uri], now=now)
+                return {"client_id": saved["client_id"], "client_secret": saved["client_secret"],
+                        "redirect_uri": redirect_uri}
+        created = tenancy.create_client(
+            DEMO_APP, auth_method="client_secret_basic", redirect_uris=[redirect_uri],
+            now=now, name=f"demo-app-{int(now)}", scopes=DEMO_SCOPES)
+        assert created.secret is not None
+        out = {"client_id": created.client.client_id, "client_secret": created.secret,
+               "redirect_uri": redirect_uri}
+        # Demo only: the client secret is kept in the demo's data directory so that a
+        # restarted demo can print it again. A real client secret is shown once.
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"client_id": out["client_id"], "client_secret": out["client_secret"]}, fh)
+        return out
+
+    async def start(self) -> dict[str, Any]:
+        from ..sandbox import Sandbox, SandboxConfig  # the demo is the sandbox's user
+
+        cfg = self.cfg
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ca = _load_or_create_ca(self.data_dir / "ca")
+        http_sock = bind_socket(cfg.host, cfg.port)
+        https_sock = bind_socket(cfg.host, cfg.port + 1 if cfg.port else 0)
+        http_port = http_sock.getsockname()[1]
+        https_port = https_sock.getsockname()[1]
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        browser_base = f"http://{host}:{http_port}"
+        public_base = f"https://{host}:{https_port}"
+
+        self.sandbox = Sandbox(SandboxConfig(
+            host=cfg.host, port=cfg.port + 2 if cfg.port else 0,
+            data_dir=self.data_dir / "sandbox", auto_person=cfg.auto_person, ca=ca))
+        await self.sandbox.start()
+        sb_info = self.sandbox.info()
+
+        tls_dir = self.data_dir / "tls"
+        tls_dir.mkdir(exist_ok=True)
+        issued = ca.issue_server_cert([cfg.host, "localhost"])
+        issued.write(tls_dir / "broker.pem", tls_dir / "broker.key")
+
+        _engine, factory = open_database(
+            cfg.database_url or default_database_url(self.data_dir))
+        self.tenancy = TenancyService(factory, LocalFileKeyProvider.in_data_dir(self.data_dir))
+        client = self._provision(self.tenancy, browser_base)
+        issuer = f"{public_base}/{DEMO_APP}"
+        reg = self.tenancy.registration_data(DEMO_APP, base=public_base,
+                                             environment="sandbox", now=time.time())
+        self.sandbox.register_entity(
+            issuer, self.tenancy.application_keys(DEMO_APP, time.time()).federation_jwks(),
+            organization_name=reg["organization_name"], scopes=" ".join(reg["scopes"]))
+
+        settings = BrokerSettings(
+            public_base=public_base, browser_base=browser_base, data_dir=self.data_dir,
+            environment="sandbox", master_entity_id=sb_info["federation_master"],
+            master_jwks=self.sandbox.master_jwks, ca_file=str(self.sandbox.ca_cert_path),
+            redis_url=cfg.redis_url)
+        demo_app = create_demo_app(DemoClientConfig(
+            issuer=issuer, client_id=client["client_id"], client_secret=client["client_secret"],
+            redirect_uri=client["redirect_uri"], ca_file=str(self.sandbox.ca_cert_path)))
+        store_backend = None
+        if cfg.redis_url:
+            from redis.asyncio import Redis
+
+            from ..login.store import RedisBackend
+            store_backend = RedisBackend(Redis.from_url(cfg.redis_url), prefix="hidb-demo:")
+        self.runtime = build_broker(settings, self.tenancy, store_backend=store_backend,
+                                    extra_routes=list(demo_app.routes))
+        ctx = server_context(str(tls_dir / "broker.pem"), str(tls_dir / "broker.key"))
+        self.servers.append(await start_server(self.runtime.asgi, host=cfg.host, sock=http_sock))
+        self.servers.append(await start_server(self.runtime.asgi, host=cfg.host, sock=https_sock,
+                                               ssl_context=ctx))
+        self._info = {
+            "demo_app": f"{browser_base}/app/",
+            "broker": public_base,
+            "broker_browser_base": browser_base,
+            "issuer": issuer,
+            "client_id": client["client_id"],
+            "client_secret": client["client_secret"],
+            "redirect_uri": client["redirect_uri"],
+            "federation_master": sb_info["federation_master"],
+            "idps": [i["entity_id"] for i in sb_info["idps"]],
+            "ca_cert": str(self.sandbox.ca_cert_path),
+            "data_dir": str(self.data_dir),
+            "sandbox": True,
+        }
+        return self._info
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    async def stop(self) -> None:
+        for s in reversed(self.servers):
+            await s.stop()
+        self.servers.clear()
+        if self.runtime is not None:
+            await self.runtime.aclose()
+        if self.sandbox is not None:
+            await self.sandbox.stop()

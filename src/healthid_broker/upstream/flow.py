@@ -1,0 +1,242 @@
+"""The broker as relying party toward the sectoral IdPs: the whole upstream login.
+
+PROFILE.md "The login, step by step":
+
+1. trust — the master's entity configuration verified with the *pinned* master key
+   (A_23046); the IdP list verified with the master's keys; the chosen IdP's entity
+   configuration reached through a trust chain to the pinned anchor (A_23040); its signed
+   JWKS verified with the IdP's federation keys. Foreign statements are cached by the
+   federation layer per A_23039.
+2. PAR over mutual TLS with the broker's own ``state``, ``nonce`` and PKCE (never the app's);
+   one repeat on a 401 to the first PAR (A_23500).
+3. front channel redirect to the IdP's ``authorization_endpoint``.
+4. token request over mutual TLS.
+5. ID token: JWE decrypted by ``kid``, inner JWS verified against the IdP's keys; on an
+   unknown ``kid`` the IdP's entity configuration and signed JWKS are fetched again, once
+   (A_22861), then every A_23049 check.
+
+This module holds no personal data beyond the call that validates an ID token: it returns
+the validated claims to its caller and keeps nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..crypto.jose import JWK
+from ..federation.errors import FederationError
+from ..federation.statements import ENTITY_STATEMENT_CONTENT_TYPE, verify_statement
+from ..federation.trust_chain import ChainResolver
+from ..http import ClientIdentity, HttpClient, HttpTransportError
+from .errors import UnknownSigningKey, UpstreamError, sanitize
+from .id_token import ValidatedIdToken, validate_id_token
+from .idp_list import IdpEntry, IdpList, fetch_idp_list
+from .par import (
+    AuthSecrets,
+    ParRequest,
+    authorization_redirect_url,
+    new_auth_secrets,
+    push_authorization_request,
+)
+from .signed_jwks import fetch_signed_jwks
+from .token import redeem_code
+
+__all__ = ["IdpInfo", "RelyingParty", "Upstream", "UpstreamStart"]
+
+IDP_LIST_MAX_AGE = 3600.0  # re-read the IdP list at least hourly
+JWKS_REFRESH = 12 * 3600.0  # like foreign statements (A_23039)
+REFETCH_MIN_INTERVAL = 60.0  # unknown-kid re-fetch rate limit (A_22861)
+
+
+@dataclass(frozen=True)
+class RelyingParty:
+    """What the upstream side needs to know about one application's federation entity."""
+
+    entity_id: str
+    redirect_uri: str
+    scope: str
+    identity: ClientIdentity
+    decryption_keys: tuple[JWK, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class IdpInfo:
+    entity_id: str
+    name: str
+    logo_uri: str | None
+    pkv: bool
+    authorization_endpoint: str
+    par_endpoint: str
+    token_endpoint: str
+    signing_keys: tuple[JWK, ...]
+    valid_until: float
+    fetched_at: float
+
+
+@dataclass(frozen=True)
+class UpstreamStart:
+    redirect_url: str
+    secrets: AuthSecrets
+    idp: str
+
+
+class Upstream:
+    def __init__(
+        self,
+        http: HttpClient,
+        resolver: ChainResolver,
+        *,
+        master_entity_id: str,
+        master_keys: Sequence[JWK],
+        clock: Callable[[], float] = time.time,
+        allow_loopback_http_frontchannel: bool = False,
+        par_retry_pause: float = 1.0,
+    ) -> None:
+        self.http = http
+        self.resolver = resolver
+        self.master = master_entity_id.rstrip("/")
+        self.master_keys = list(master_keys)
+        self.clock = clock
+        self.allow_loopback_http = allow_loopback_http_frontchannel
+        self.par_retry_pause = par_retry_pause
+        self._idp_list: tuple[IdpList, float] | None = None
+        self._idps: dict[str, IdpInfo] = {}
+        self._last_refetch: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ trust
+
+    async def _master_configuration(self) -> dict[str, Any]:
+        url = f"{self.master}/.well-known/openid-federation"
+        try:
+            resp = await self.http.get(url, headers={"accept": ENTITY_STATEMENT_CONTENT_TYPE})
+        except HttpTransportError as exc:
+            raise UpstreamError(f"federation master {self.master} unreachable") from exc
+        if resp.status != 200:
+            raise UpstreamError(
+                f"federation master {self.master} answered HTTP {resp.status}", status=resp.status)
+        try:
+            stmt = verify_statement(resp.text.strip(), self.master_keys, now=self.clock(),
+                                    signer=f"pinned key of {self.master}")  # A_23046
+        except FederationError as exc:
+            raise UpstreamError(f"federation master's entity configuration: {exc}") from exc
+        if stmt.iss != self.master or stmt.sub != self.master:
+            raise UpstreamError("federation master's entity configuration names another entity")
+        return stmt.metadata
+
+    async def idp_list(self) -> IdpList:
+        now = self.clock()
+        cached = self._idp_list
+        if cached and now < min(cached[1] + IDP_LIST_MAX_AGE, cached[0].exp):
+            return cached[0]
+        meta = await self._master_configuration()
+        url = (meta.get("federation_entity") or {}).get("idp_list_endpoint")
+        if not isinstance(url, str):
+            raise UpstreamError("the master's metadata names no idp_list_endpoint")
+        lst = await fetch_idp_list(self.http, url, self.master_keys, master=self.master, now=now)
+        self._idp_list = (lst, now)
+        return lst
+
+    async def idps(self) -> tuple[IdpEntry, ...]:
+        return (await self.idp_list()).entries
+
+    async def idp(self, entity_id: str, *, force: bool = False) -> IdpInfo:
+        """The IdP's verified endpoints and ID-token keys (via its trust chain)."""
+        now = self.clock()
+        info = self._idps.get(entity_id)
+        if info and not force and now < info.valid_until and now - info.fetched_at < JWKS_REFRESH:
+            return info
+        entry = (await self.idp_list()).get(entity_id)
+        if entry is None:
+            raise UpstreamError("the chosen identity provider is not in the federation's IdP list")
+        try:
+            chain = await self.resolver.resolve(entity_id, "openid_provider", refresh=force)
+        except FederationError as exc:
+            raise UpstreamError(f"no trust chain to {entity_id}: {exc}") from exc
+        meta = chain.metadata("openid_provider")
+        leaf_keys = chain.leaf.keys()
+
+        def _url(name: str) -> str:
+            v = meta.get(name)
+            if not isinstance(v, str) or not v:
+                raise UpstreamError(f"metadata of {entity_id} lacks {name}")
+            return v
+
+        jwks = await fetch_signed_jwks(
+            self.http, _url("signed_jwks_uri"), leaf_keys, idp=entity_id, now=now)
+        info = IdpInfo(
+            entity_id=entity_id,
+            name=entry.organization_name,
+            logo_uri=entry.logo_uri,
+            pkv=entry.pkv,
+            authorization_endpoint=_url("authorization_endpoint"),
+            par_endpoint=_url("pushed_authorization_request_endpoint"),
+            token_endpoint=_url("token_endpoint"),
+            signing_keys=tuple(jwks.signing_keys),
+            valid_until=float(chain.exp),
+            fetched_at=now,
+        )
+        self._idps[entity_id] = info
+        return info
+
+    # ------------------------------------------------------------------ login
+
+    async def start(
+        self, rp: RelyingParty, idp_id: str, *, scope: str, acr: str,
+        force_reauth: bool = False,
+    ) -> UpstreamStart:
+        """Steps 2–3: PAR over mTLS, then the front-channel URL for the browser."""
+        idp = await self.idp(idp_id)
+        secrets = new_auth_secrets()
+        req = ParRequest.build(
+            endpoint=idp.par_endpoint, client_id=rp.entity_id, redirect_uri=rp.redirect_uri,
+            scope=scope, acr_values=acr, auth=secrets,
+            max_age=0 if force_reauth else None,
+        )
+        par = await push_authorization_request(
+            self.http, req, rp.identity, first_par=True, retry_pause=self.par_retry_pause)
+        url = authorization_redirect_url(
+            idp.authorization_endpoint, rp.entity_id, par.request_uri,
+            allow_loopback_http=self.allow_loopback_http)
+        return UpstreamStart(url, secrets, idp_id)
+
+    async def finish(
+        self, rp: RelyingParty, idp_id: str, *, code: str, secrets: AuthSecrets,
+        required_acr: str,
+    ) -> ValidatedIdToken:
+        """Steps 4–5: redeem the IdP's code over mTLS and validate its ID token."""
+        idp = await self.idp(idp_id)
+        tokens = await redeem_code(
+            self.http, idp.token_endpoint, code=code, code_verifier=secrets.code_verifier,
+            client_id=rp.entity_id, redirect_uri=rp.redirect_uri, identity=rp.identity)
+        try:
+            return self._validate(rp, idp, tokens.id_token, secrets, required_acr)
+        except UnknownSigningKey:
+            last = self._last_refetch.get(idp_id, 0.0)
+            now = self.clock()
+            if now - last < REFETCH_MIN_INTERVAL:
+                raise
+            self._last_refetch[idp_id] = now
+            idp = await self.idp(idp_id, force=True)  # A_22861: re-fetch ES + signed JWKS once
+            return self._validate(rp, idp, tokens.id_token, secrets, required_acr)
+
+    def _validate(self, rp: RelyingParty, idp: IdpInfo, id_token: str,
+                  secrets: AuthSecrets, required_acr: str) -> ValidatedIdToken:
+        return validate_id_token(
+            id_token,
+            decryption_keys=rp.decryption_keys,
+            signing_keys=idp.signing_keys,
+            issuer=idp.entity_id,
+            audience=rp.entity_id,
+            nonce=secrets.nonce,
+            required_acr=required_acr,
+            now=self.clock(),
+        )
+
+
+def sanitize_for_user(exc: Exception) -> str:
+    return sanitize(exc, 200)

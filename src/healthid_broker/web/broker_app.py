@@ -1,0 +1,268 @@
+"""HTTP surface of the broker's public role: per application, the federation entity
+(toward the IdPs) and the OpenID Provider (toward the apps).
+
+``<public_base>/<short-key>`` is the entity id and the OIDC issuer. Server-to-server
+endpoints are under the public (https) base; the pages people see (authorize, chooser,
+callback) under the browser base, which is the same URL in production and loopback http in
+the demo (docs/decisions/0001-sandbox-tls-and-loopback.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.datastructures import ImmutableMultiDict
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..federation.statements import ENTITY_STATEMENT_CONTENT_TYPE
+from ..provider.claims import SCOPE_CLAIMS
+from ..provider.directory import AppConfig
+from ..provider.service import (
+    ACR_HIGH,
+    ACR_SUBSTANTIAL,
+    ErrorPage,
+    Outcome,
+    ProviderService,
+    Redirect,
+    ShowChooser,
+)
+from ..upstream.entity_configuration import sign_entity_configuration
+from ..upstream.errors import UpstreamError
+from .i18n import ERRORS, TEXTS, pick_language
+from .security import ErrorGuard, SecurityHeaders
+
+_HERE = Path(__file__).parent
+_env = Environment(
+    loader=FileSystemLoader(_HERE / "templates"), autoescape=select_autoescape(["html"])
+)
+ENTITY_CONFIGURATION_MAX_AGE = 600
+
+
+@dataclass(frozen=True)
+class Urls:
+    public_base: str
+    browser_base: str
+
+    def issuer(self, short_key: str) -> str:
+        return f"{self.public_base}/{short_key}"
+
+    def browser(self, short_key: str, path: str) -> str:
+        return f"{self.browser_base}/{short_key}/{path}"
+
+    def public(self, short_key: str, path: str) -> str:
+        return f"{self.public_base}/{short_key}/{path}"
+
+
+def _single(items: ImmutableMultiDict[str, Any]) -> tuple[dict[str, str], frozenset[str]]:
+    out: dict[str, str] = {}
+    dup: set[str] = set()
+    for k, v in items.multi_items():
+        if not isinstance(v, str):
+            continue
+        if k in out:
+            dup.add(k)
+        out[k] = v
+    return out, frozenset(dup)
+
+
+class BrokerWeb:
+    def __init__(self, service: ProviderService, urls: Urls, *, sandbox: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.service = service
+        self.urls = urls
+        self.sandbox = sandbox
+        self.clock = clock
+
+    # ---------------------------------------------------------------- rendering
+
+    def _lang(self, request: Request, hint: str | None = None) -> str:
+        q = dict(request.query_params)
+        if hint in ("de", "en") and "lang" not in q:
+            q["lang"] = hint
+        return pick_language(q, request.headers.get("accept-language"))
+
+    def _page(self, template: str, lang: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        html = _env.get_template(template).render(
+            lang=lang, t=TEXTS[lang], sandbox=self.sandbox,
+            static_base=f"{self.urls.browser_base}/static", **ctx)
+        return HTMLResponse(html, status_code=status)
+
+    def error_page(self, request: Request, code: str, status: int,
+                   back_url: str | None = None) -> HTMLResponse:
+        lang = self._lang(request)
+        message = ERRORS[lang].get(code, ERRORS[lang]["server_error"])
+        return self._page("error.html", lang, status, code=code, message=message,
+                          incident=None, back_url=back_url)
+
+    def _outcome(self, request: Request, outcome: Outcome) -> Response:
+        if isinstance(outcome, Redirect):
+            return RedirectResponse(outcome.url, status_code=302)
+        if isinstance(outcome, ErrorPage):
+            return self.error_page(request, outcome.code, outcome.status, outcome.back_url)
+        assert isinstance(outcome, ShowChooser)
+        lang = self._lang(request, outcome.lang)
+        other = "en" if lang == "de" else "de"
+        q = dict(request.query_params)
+        q["lang"] = other
+        from urllib.parse import urlencode
+
+        return self._page(
+            "chooser.html", lang,
+            app_name=outcome.app.display_name,
+            idps=[{"entity_id": i.iss, "name": i.organization_name, "logo_uri": i.logo_uri,
+                   "pkv": i.pkv} for i in outcome.idps],
+            tx=outcome.txn_id,
+            choose_action=self.urls.browser(outcome.app.short_key, "authorize/choose"),
+            other_lang=other, lang_query=urlencode(q),
+        )
+
+    # ---------------------------------------------------------------- endpoints
+
+    async def _app_or_404(self, request: Request) -> AppConfig | None:
+        app: AppConfig | None = await self.service._app(request.path_params["short_key"])
+        return app
+
+    async def entity_configuration(self, request: Request) -> Response:
+        app = await self._app_or_404(request)
+        if app is None:
+            return JSONResponse({"error": "not_found"}, 404)
+        token = sign_entity_configuration(app.entity, now=int(self.clock()))
+        return Response(token, media_type=ENTITY_STATEMENT_CONTENT_TYPE, headers={
+            "cache-control": f"public, max-age={ENTITY_CONFIGURATION_MAX_AGE}"})
+
+    async def discovery(self, request: Request) -> Response:
+        app = await self._app_or_404(request)
+        if app is None:
+            return JSONResponse({"error": "not_found"}, 404)
+        sk = app.short_key
+        claims = sorted({c for s in app.scopes for c in SCOPE_CLAIMS.get(s, ())}
+                        | {"sub", "iss", "aud", "exp", "iat", "nonce", "acr", "amr",
+                           "auth_time", "azp", "at_hash"})
+        doc = {
+            "issuer": app.issuer,
+            "authorization_endpoint": self.urls.browser(sk, "authorize"),
+            "token_endpoint": self.urls.public(sk, "token"),
+            "jwks_uri": self.urls.public(sk, "jwks"),
+            "idp_list_endpoint": self.urls.public(sk, "idps"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+            "id_token_encryption_alg_values_supported": ["ECDH-ES"],
+            "id_token_encryption_enc_values_supported": ["A256GCM"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic", "private_key_jwt", "none"],
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": sorted(app.scopes),
+            "claims_supported": claims,
+            "acr_values_supported": [ACR_HIGH, ACR_SUBSTANTIAL],
+            "ui_locales_supported": ["de", "en"],
+            "authorization_response_iss_parameter_supported": True,
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+        }
+        return JSONResponse(doc, headers={"cache-control": "public, max-age=300"})
+
+    async def jwks(self, request: Request) -> Response:
+        app = await self._app_or_404(request)
+        if app is None:
+            return JSONResponse({"error": "not_found"}, 404)
+        return JSONResponse({"keys": [k.public_dict() for k in app.provider_jwks]},
+                            headers={"cache-control": "public, max-age=300"})
+
+    async def idps(self, request: Request) -> Response:
+        """Gateway mode: the verified IdP list, for apps that render their own chooser."""
+        app = await self._app_or_404(request)
+        if app is None:
+            return JSONResponse({"error": "not_found"}, 404)
+        try:
+            entries = await self.service.upstream.idps()
+        except UpstreamError:
+            return JSONResponse({"error": "temporarily_unavailable",
+                                 "error_description": "the federation's IdP list is unavailable"},
+                                503)
+        return JSONResponse({"idps": [
+            {"idp_hint": e.iss, "organization_name": e.organization_name,
+             "logo_uri": e.logo_uri, "pkv": e.pkv} for e in entries]},
+            headers={"cache-control": "public, max-age=300"})
+
+    async def authorize(self, request: Request) -> Response:
+        params, dup = _single(request.query_params)
+        outcome = await self.service.authorize(request.path_params["short_key"], params,
+                                               duplicated=dup)
+        return self._outcome(request, outcome)
+
+    async def choose(self, request: Request) -> Response:
+        form = await request.form()
+        params, _dup = _single(form)
+        outcome = await self.service.choose(
+            request.path_params["short_key"], params.get("tx", ""), params.get("idp", ""),
+            params.get("lang"))
+        return self._outcome(request, outcome)
+
+    async def callback(self, request: Request) -> Response:
+        params, _dup = _single(request.query_params)
+        outcome = await self.service.callback(request.path_params["short_key"], params)
+        return self._outcome(request, outcome)
+
+    async def token(self, request: Request) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            return JSONResponse({"error": "invalid_request", "error_description":
+                                 "the token request must be application/x-www-form-urlencoded"},
+                                400, headers={"cache-control": "no-store"})
+        form = await request.form()
+        items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+        answer = await self.service.token(request.path_params["short_key"], items,
+                                          request.headers.getlist("authorization"))
+        return JSONResponse(answer.body, answer.status, headers=answer.headers)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        if request.url.path.endswith(("/token", "/jwks", "/idps")) or "json" in request.headers.get(
+                "accept", ""):
+            return JSONResponse({"error": "not_found"}, 404)
+        return self.error_page(request, "not_found", 404)
+
+    async def method_not_allowed(self, request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": "invalid_request",
+                             "error_description": "method not allowed"}, 405)
+
+    def routes(self) -> list[Route | Mount]:
+        p = "/{short_key:str}"
+        return [
+            Route("/healthz", self.healthz),
+            Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
+            Route(f"{p}/.well-known/openid-federation", self.entity_configuration),
+            Route(f"{p}/.well-known/openid-configuration", self.discovery),
+            Route(f"{p}/jwks", self.jwks),
+            Route(f"{p}/idps", self.idps),
+            Route(f"{p}/authorize", self.authorize, methods=["GET"]),
+            Route(f"{p}/authorize/choose", self.choose, methods=["POST"]),
+            Route(f"{p}/callback", self.callback, methods=["GET"]),
+            Route(f"{p}/token", self.token, methods=["POST"]),
+        ]
+
+
+def create_broker_app(web: BrokerWeb, extra_routes: list[Route | Mount] | None = None,
+                      *, hsts: bool = True) -> Any:
+    """The public role's ASGI app: routes, 404/405 pages, security headers, error guard."""
+    app = Starlette(
+        routes=[*(extra_routes or []), *web.routes()],
+        exception_handlers={404: web.not_found, 405: web.method_not_allowed},
+    )
+    return ErrorGuard(SecurityHeaders(app, hsts=hsts))
