@@ -173,3 +173,70 @@ def verify_self_signed(
     if not stmt.is_configuration:
         raise StatementError(f"statement by {stmt.iss} about {stmt.sub} is not self-signed")
     return verify_statement(stmt, stmt.keys(), now=now, leeway=leeway, signer=stmt.iss)
+
+
+# --------------------------------------------------------------------------- typed kinds
+
+
+@dataclass(frozen=True)
+class EntityConfiguration(EntityStatement):
+    """An entity configuration (OpenID Federation 1.0 §3, ``iss == sub``), published by an
+    entity about itself at ``<entity id>/.well-known/openid-federation`` (§9)."""
+
+    @classmethod
+    def from_statement(cls, stmt: EntityStatement) -> EntityConfiguration:
+        if not stmt.is_configuration:
+            raise StatementError(
+                f"statement by {stmt.iss} about {stmt.sub} is not an entity configuration"
+            )
+        return cls(stmt.claims, stmt.jwt, stmt.kid)
+
+    @property
+    def entity_id(self) -> str:
+        return self.sub
+
+    @property
+    def federation_entity(self) -> dict[str, Any]:
+        fe = self.metadata.get("federation_entity") or {}
+        if not isinstance(fe, dict):
+            raise StatementError(f"metadata.federation_entity of {self.sub} must be an object")
+        return fe
+
+    @property
+    def fetch_endpoint(self) -> str:
+        """``metadata.federation_entity.federation_fetch_endpoint`` (§5.1.1, §8.1)."""
+        ep = self.federation_entity.get("federation_fetch_endpoint")
+        if not isinstance(ep, str) or not ep:
+            raise StatementError(
+                f"entity configuration of {self.sub} has no "
+                "metadata.federation_entity.federation_fetch_endpoint"
+            )
+        return ep
+
+
+@dataclass(frozen=True)
+class SubordinateStatement(EntityStatement):
+    """A subordinate statement (§3, ``iss != sub``): a superior vouches for the subject's
+    federation keys (``jwks``) and may add ``metadata``, ``metadata_policy`` and
+    ``constraints`` for the subject and everything below it."""
+
+    @classmethod
+    def from_statement(cls, stmt: EntityStatement) -> SubordinateStatement:
+        if stmt.is_configuration:
+            raise StatementError(
+                f"expected a subordinate statement about {stmt.sub}, got its entity configuration"
+            )
+        if "jwks" not in stmt.claims:
+            raise StatementError(f"statement by {stmt.iss} about {stmt.sub} has no jwks")
+        return cls(stmt.claims, stmt.jwt, stmt.kid)
+
+    @property
+    def metadata_policy_crit(self) -> list[str]:
+        """``metadata_policy_crit`` (§3): additional policy operators that must be understood."""
+        crit = self.claims.get("metadata_policy_crit") or []
+        if not isinstance(crit, list) or not all(isinstance(c, str) for c in crit):
+            raise StatementError(
+                f"metadata_policy_crit in the statement by {self.iss} about {self.sub} "
+                "must be a list of strings"
+            )
+        return list(crit)
