@@ -45,6 +45,9 @@ class DemoConfig:
     auto_person: str | None = None
     redis_url: str | None = None
     database_url: str | None = None
+    # The JSON that a separately running `healthid-broker sandbox --json` printed; the
+    # demo then uses that sandbox (and its CA) instead of starting one in-process.
+    external_sandbox: dict[str, Any] | None = None
 
 
 def _load_or_create_ca(d: Path) -> LocalCA:
@@ -107,12 +110,42 @@ class Demo:
             json.dump({"client_id": out["client_id"], "client_secret": out["client_secret"]}, fh)
         return out
 
-    async def start(self) -> dict[str, Any]:
+    async def _start_sandbox(self, ca: LocalCA) -> dict[str, Any]:
         from ..sandbox import Sandbox, SandboxConfig  # the demo is the sandbox's user
 
         cfg = self.cfg
+        self.sandbox = Sandbox(SandboxConfig(
+            host=cfg.host, port=cfg.port + 2 if cfg.port else 0,
+            data_dir=self.data_dir / "sandbox", auto_person=cfg.auto_person, ca=ca))
+        await self.sandbox.start()
+        info: dict[str, Any] = self.sandbox.info()
+        return info
+
+    async def _register(self, sb_info: dict[str, Any], entity_id: str, jwks: dict[str, Any],
+                        organization_name: str, scopes: str) -> None:
+        if self.sandbox is not None:
+            self.sandbox.register_entity(entity_id, jwks, organization_name=organization_name,
+                                         scopes=scopes)
+            return
+        import httpx
+
+        async with httpx.AsyncClient(verify=sb_info["ca_cert"], timeout=10) as c:
+            r = await c.post(sb_info["federation_master"] + "/registration", json={
+                "entity_id": entity_id, "jwks": jwks, "organization_name": organization_name,
+                "scopes": scopes})
+            if r.status_code >= 300:
+                raise RuntimeError(f"sandbox registration failed: HTTP {r.status_code}")
+
+    async def start(self) -> dict[str, Any]:
+        cfg = self.cfg
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        ca = _load_or_create_ca(self.data_dir / "ca")
+        ext = cfg.external_sandbox
+        if ext is not None:
+            # A sandbox in its own process: its CA issues our TLS certificate too.
+            sb_dir = Path(ext["ca_cert"]).parent
+            ca = LocalCA.load(sb_dir / "ca.pem", sb_dir / "keys" / "ca.key")
+        else:
+            ca = _load_or_create_ca(self.data_dir / "ca")
         http_sock = bind_socket(cfg.host, cfg.port)
         https_sock = bind_socket(cfg.host, cfg.port + 1 if cfg.port else 0)
         http_port = http_sock.getsockname()[1]
@@ -121,11 +154,7 @@ class Demo:
         browser_base = f"http://{host}:{http_port}"
         public_base = f"https://{host}:{https_port}"
 
-        self.sandbox = Sandbox(SandboxConfig(
-            host=cfg.host, port=cfg.port + 2 if cfg.port else 0,
-            data_dir=self.data_dir / "sandbox", auto_person=cfg.auto_person, ca=ca))
-        await self.sandbox.start()
-        sb_info = self.sandbox.info()
+        sb_info = ext if ext is not None else await self._start_sandbox(ca)
 
         tls_dir = self.data_dir / "tls"
         tls_dir.mkdir(exist_ok=True)
@@ -139,18 +168,18 @@ class Demo:
         issuer = f"{public_base}/{DEMO_APP}"
         reg = self.tenancy.registration_data(DEMO_APP, base=public_base,
                                              environment="sandbox", now=time.time())
-        self.sandbox.register_entity(
-            issuer, self.tenancy.application_keys(DEMO_APP, time.time()).federation_jwks(),
-            organization_name=reg["organization_name"], scopes=" ".join(reg["scopes"]))
+        await self._register(
+            sb_info, issuer, self.tenancy.application_keys(DEMO_APP, time.time()).federation_jwks(),
+            reg["organization_name"], " ".join(reg["scopes"]))
 
         settings = BrokerSettings(
             public_base=public_base, browser_base=browser_base, data_dir=self.data_dir,
             environment="sandbox", master_entity_id=sb_info["federation_master"],
-            master_jwks=self.sandbox.master_jwks, ca_file=str(self.sandbox.ca_cert_path),
+            master_jwks=sb_info["master_jwks"], ca_file=sb_info["ca_cert"],
             redis_url=cfg.redis_url)
         demo_app = create_demo_app(DemoClientConfig(
             issuer=issuer, client_id=client["client_id"], client_secret=client["client_secret"],
-            redirect_uri=client["redirect_uri"], ca_file=str(self.sandbox.ca_cert_path)))
+            redirect_uri=client["redirect_uri"], ca_file=sb_info["ca_cert"]))
         store_backend = None
         if cfg.redis_url:
             from redis.asyncio import Redis
@@ -173,7 +202,7 @@ class Demo:
             "redirect_uri": client["redirect_uri"],
             "federation_master": sb_info["federation_master"],
             "idps": [i["entity_id"] for i in sb_info["idps"]],
-            "ca_cert": str(self.sandbox.ca_cert_path),
+            "ca_cert": sb_info["ca_cert"],
             "data_dir": str(self.data_dir),
             "sandbox": True,
         }

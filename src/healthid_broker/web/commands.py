@@ -29,6 +29,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--auto-person", metavar="KVNR",
                    help="sandbox IdPs approve this synthetic person without the picker")
     p.add_argument("--redis-url", help="use Redis for the transient login store")
+    p.add_argument("--external-sandbox", type=Path, metavar="FILE",
+                   help="use a separately running sandbox: FILE holds the JSON that "
+                   "`healthid-broker sandbox --json` printed")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object with URLs and client credentials once ready")
     p.set_defaults(func=_demo)
@@ -47,8 +50,12 @@ def _demo(args: argparse.Namespace) -> int:
 async def _run_demo(args: argparse.Namespace) -> int:
     from ..demo.run import Demo, DemoConfig
 
+    external = None
+    if args.external_sandbox is not None:
+        external = json.loads(args.external_sandbox.read_text(encoding="utf-8"))
     demo = Demo(DemoConfig(host=args.host, port=args.port, data_dir=args.data_dir,
-                           auto_person=args.auto_person, redis_url=args.redis_url))
+                           auto_person=args.auto_person, redis_url=args.redis_url,
+                           external_sandbox=external))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
