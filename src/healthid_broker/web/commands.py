@@ -1,4 +1,4 @@
-"""``healthid-broker demo`` (and later ``serve``)."""
+"""``healthid-broker demo`` and ``healthid-broker serve``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object with URLs and client credentials once ready")
     p.set_defaults(func=_demo)
+    add_serve(sub)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -80,4 +81,121 @@ async def _run_demo(args: argparse.Namespace) -> int:
             "  Ctrl-C stops it.\n", flush=True)
     await stop.wait()
     await demo.stop()
+    return 0
+
+
+def add_serve(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the broker's public role (production / scale-out shape)",
+        description="Serves every active application's federation entity and OpenID Provider. "
+        "Stateless: run as many processes as you like behind a load balancer, sharing the "
+        "database, Redis and the data directory's key files.",
+    )
+    env = _env_default
+    p.add_argument("--public-base", default=env("PUBLIC_BASE"),
+                   required=env("PUBLIC_BASE") is None,
+                   help="https base URL; entity ids are <public-base>/<short-key>")
+    p.add_argument("--browser-base", default=env("BROWSER_BASE"),
+                   help="base URL for pages people see (default: the public base)")
+    p.add_argument("--data-dir", type=Path, default=Path(env("DATA_DIR") or "data"))
+    p.add_argument("--database-url", default=env("DATABASE_URL"))
+    p.add_argument("--redis-url", default=env("REDIS_URL"),
+                   help="Redis for the transient login store (required with several processes)")
+    p.add_argument("--redis-prefix", default=env("REDIS_PREFIX") or "hidb:",
+                   help="key prefix in Redis (default %(default)s)")
+    p.add_argument("--federation", choices=["sandbox", "tu", "ru", "pu"],
+                   default=env("FEDERATION") or "tu")
+    p.add_argument("--master", default=env("MASTER"),
+                   help="federation master entity id (default: gematik's for tu/ru/pu)")
+    p.add_argument("--master-jwks", type=Path, default=env("MASTER_JWKS"),
+                   help="the federation master's pinned public keys (JWKS file, A_23046)")
+    p.add_argument("--sandbox-info", type=Path,
+                   help="federation=sandbox: the JSON a running `healthid-broker sandbox --json` "
+                   "printed (master, its keys, CA)")
+    p.add_argument("--ca-file", default=env("CA_FILE"),
+                   help="extra CA bundle for outbound https (default: system store)")
+    p.add_argument("--host", default=env("HOST") or "127.0.0.1")
+    p.add_argument("--port", type=int, default=int(env("PORT") or 8443))
+    p.add_argument("--tls-cert", default=env("TLS_CERT"))
+    p.add_argument("--tls-key", default=env("TLS_KEY"))
+    p.set_defaults(func=_serve)
+
+
+def _env_default(name: str) -> str | None:
+    import os
+
+    return os.environ.get(f"HEALTHID_{name}")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ..logs import setup_logging
+
+    setup_logging("INFO")
+    try:
+        return asyncio.run(_run_serve(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+def serve_settings(args: argparse.Namespace) -> Any:
+    from ..web.runtime import ENVIRONMENTS, BrokerSettings, load_jwks_file
+
+    master = args.master
+    jwks = None
+    ca_file = args.ca_file
+    if args.federation == "sandbox":
+        if args.sandbox_info is None:
+            raise SystemExit("--federation sandbox needs --sandbox-info FILE")
+        info = json.loads(args.sandbox_info.read_text(encoding="utf-8"))
+        master = master or info["federation_master"]
+        jwks = info["master_jwks"]
+        ca_file = ca_file or info.get("ca_cert")
+    else:
+        master = master or ENVIRONMENTS[args.federation]
+        if args.master_jwks is None:
+            raise SystemExit(
+                f"--master-jwks is required for {args.federation}: pin the federation master's "
+                "keys as published by gematik (A_23046)")
+        jwks = load_jwks_file(args.master_jwks)
+    return BrokerSettings(
+        public_base=args.public_base.rstrip("/"), browser_base=args.browser_base,
+        data_dir=args.data_dir, environment=args.federation, master_entity_id=master,
+        master_jwks=jwks, database_url=args.database_url, redis_url=args.redis_url,
+        ca_file=ca_file)
+
+
+async def _run_serve(args: argparse.Namespace) -> int:
+    from ..crypto.key_provider import LocalFileKeyProvider
+    from ..storage.db import default_database_url, open_database
+    from ..tenancy.service import TenancyService
+    from ..web.runtime import build_broker
+    from ..web.server import start_server
+    from ..web.tls import server_context
+
+    settings = serve_settings(args)
+    _engine, factory = open_database(settings.database_url
+                                     or default_database_url(settings.data_dir))
+    tenancy = TenancyService(factory, LocalFileKeyProvider.in_data_dir(settings.data_dir))
+    backend = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        from ..login.store import RedisBackend
+
+        backend = RedisBackend(Redis.from_url(settings.redis_url), prefix=args.redis_prefix)
+    rt = build_broker(settings, tenancy, store_backend=backend)
+    ctx = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    server = await start_server(rt.asgi, host=args.host, port=args.port, ssl_context=ctx)
+    print(json.dumps({"listening": f"{'https' if ctx else 'http'}://{args.host}:{server.port}",
+                      "public_base": settings.public_base, "federation": settings.environment}),
+          flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+    await rt.aclose()
     return 0

@@ -25,6 +25,7 @@ from ..federation.trust_chain import ChainResolver, TrustAnchor
 from ..http import ClientIdentity, HttpClient, HttpxClient
 from ..login.login_store import LoginStore
 from ..login.sealing import Sealer
+from ..login.sealing_keys import load_sealer
 from ..login.store import MemoryBackend, SealedStore
 from ..provider.directory import AppConfig, ClientConfig
 from ..provider.service import ClientAuthenticator, ProviderService
@@ -196,7 +197,7 @@ def build_broker(
     directory = TenancyDirectory(tenancy, settings,
                                  pairwise_root=_secret_file(data / "pairwise.key"), clock=clock)
     backend = store_backend if store_backend is not None else MemoryBackend()
-    sealed = SealedStore(backend, sealer or Sealer.generate())
+    sealed = SealedStore(backend, sealer or load_sealer(data))
     login_store = LoginStore(sealed)
     urls = Urls(settings.public_base.rstrip("/"), settings.browser)
     client_auth = ClientAuthenticator(sealed, clock=clock)

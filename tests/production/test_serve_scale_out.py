@@ -1,0 +1,181 @@
+"""The production shape for real: PostgreSQL, Redis, two stateless `serve` processes, a
+sandbox federation in its own process, provisioning through the CLI only.
+
+A login starts at process B (the pages people see), and its code is redeemed at process A
+(the public base): no sticky sessions, every piece of login state is in Redis, sealed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from healthid_broker.crypto.jose import JWK, parse_jws, verify_jws
+from healthid_broker.crypto.keys import LocalCA
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+
+KVNR = "A123456780"
+CLI = [sys.executable, "-m", "healthid_broker.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cli(*args: str, env: dict[str, str]) -> dict:
+    out = subprocess.run([*CLI, *args, "--json"], env=env, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def _wait_json_line(proc: subprocess.Popen[str], timeout: float = 30) -> dict:
+    deadline = time.time() + timeout
+    assert proc.stdout is not None
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if line.strip().startswith("{"):
+            return json.loads(line)
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited: {proc.stderr.read() if proc.stderr else ''}")
+    raise AssertionError("no JSON line in time")
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    name = f"hidb_serve_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, database_url: str) -> None:
+    prefix = f"hidb-test-{uuid.uuid4().hex[:8]}:"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        sbx = subprocess.Popen(
+            [*CLI, "sandbox", "--port", "0", "--data-dir", str(tmp_path / "sbx"), "--json",
+             "--auto-person", KVNR], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env)
+        procs.append(sbx)
+        info = _wait_json_line(sbx)
+        (tmp_path / "sandbox.json").write_text(json.dumps(info))
+        ca_file = info["ca_cert"]
+
+        port_a, port_b = _free_port(), _free_port()
+        public_base = f"https://127.0.0.1:{port_a}"
+        browser_base = f"https://127.0.0.1:{port_b}"
+        data = tmp_path / "broker"
+        common = ["--data-dir", str(data), "--database-url", database_url]
+        _cli("tenant", "create", "acme", *common, env=env)
+        _cli("app", "create", "acme-app", "--tenant", "acme", "--organization", "ACME DiGA GmbH",
+             "--scope", "openid", "--scope", "urn:telematik:display_name",
+             "--acr", "gematik-ehealth-loa-substantial", *common, env=env)
+        redirect_uri = "https://app.example/callback"
+        client = _cli("client", "create", "acme-app", "--auth-method", "client_secret_basic",
+                      "--redirect-uri", redirect_uri, *common, env=env)
+        client_id, client_secret = client["client_id"], client["client_secret"]
+        reg = _cli("app", "registration", "acme-app", "--base", public_base,
+                   "--environment", "sandbox", *common, env=env)
+        reg_file = tmp_path / "registration.json"
+        reg_file.write_text(json.dumps(reg))
+        r = subprocess.run([*CLI, "sandbox", "register", "--data-dir", str(tmp_path / "sbx"),
+                            "--from-json", str(reg_file)], env=env, capture_output=True,
+                           text=True, timeout=60, check=False)
+        assert r.returncode == 0, r.stderr
+
+        sb_dir = Path(ca_file).parent
+        ca = LocalCA.load(sb_dir / "ca.pem", sb_dir / "keys" / "ca.key")
+        ca.issue_server_cert(["127.0.0.1"]).write(tmp_path / "tls.pem", tmp_path / "tls.key")
+        senv = {**env, "HEALTHID_REDIS_URL": "redis://127.0.0.1:6379/0",
+                "HEALTHID_REDIS_PREFIX": prefix}
+        for port in (port_a, port_b):
+            p = subprocess.Popen(
+                [*CLI, "serve", "--public-base", public_base, "--browser-base", browser_base,
+                 *common, "--federation", "sandbox", "--sandbox-info",
+                 str(tmp_path / "sandbox.json"), "--port", str(port),
+                 "--tls-cert", str(tmp_path / "tls.pem"), "--tls-key", str(tmp_path / "tls.key")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=senv)
+            procs.append(p)
+            _wait_json_line(p)
+
+        issuer = f"{public_base}/acme-app"
+        with httpx.Client(verify=ca_file, timeout=20) as c:
+            disc = c.get(f"{issuer}/.well-known/openid-configuration").json()
+            assert disc["authorization_endpoint"].startswith(browser_base)
+            assert disc["token_endpoint"].startswith(public_base)
+            idp = info["idps"][0]["entity_id"]
+            verifier = secrets.token_urlsafe(48)
+            challenge = base64.urlsafe_b64encode(
+                hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+            url = disc["authorization_endpoint"] + "?" + urlencode({
+                "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+                "scope": "openid urn:telematik:display_name", "state": state, "nonce": nonce,
+                "code_challenge": challenge, "code_challenge_method": "S256", "idp_hint": idp})
+            r1 = c.get(url)  # process B: PAR over mTLS, 302 to the IdP
+            assert r1.status_code == 302, r1.text
+            r2 = c.get(r1.headers["location"])  # sandbox IdP, auto person: back to B
+            assert r2.status_code == 302
+            assert r2.headers["location"].startswith(f"{browser_base}/acme-app/callback")
+            # Everything in flight is in Redis, sealed; nothing readable.
+            rds = redis.Redis(host="127.0.0.1", port=6379)
+            keys = list(rds.scan_iter(match=f"{prefix}*"))
+            assert keys, "login state must live in Redis"
+            r3 = c.get(r2.headers["location"])  # process B: token over mTLS, code for the app
+            assert r3.status_code == 302
+            back = urlsplit(r3.headers["location"])
+            q = parse_qs(back.query)
+            assert q["state"] == [state] and q["iss"] == [issuer]
+            tok = c.post(disc["token_endpoint"], data={  # process A redeems B's code
+                "grant_type": "authorization_code", "code": q["code"][0],
+                "redirect_uri": redirect_uri, "code_verifier": verifier},
+                auth=(client_id, client_secret))
+            assert tok.status_code == 200, tok.text
+            jwks = c.get(disc["jwks_uri"]).json()
+            parsed = parse_jws(tok.json()["id_token"])
+            verify_jws(parsed, [JWK.from_dict(k) for k in jwks["keys"]])
+            claims = parsed.payload_json()
+            assert claims["iss"] == issuer and claims["aud"] == client_id
+            assert claims["nonce"] == nonce
+            assert "urn:telematik:claims:display_name" in claims
+            assert "urn:telematik:claims:id" not in claims  # not allowed for this app (T-07)
+            again = c.post(disc["token_endpoint"], data={
+                "grant_type": "authorization_code", "code": q["code"][0],
+                "redirect_uri": redirect_uri, "code_verifier": verifier},
+                auth=(client_id, client_secret))
+            assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+            assert not list(rds.scan_iter(match=f"{prefix}login*")), "nothing left after redeem"
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        rds = redis.Redis(host="127.0.0.1", port=6379)
+        for k in rds.scan_iter(match=f"{prefix}*"):
+            rds.delete(k)
