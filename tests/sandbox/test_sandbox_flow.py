@@ -332,6 +332,8 @@ async def test_master_entity_configuration_and_fetch(env: Env) -> None:
         rp = env.rps["rp"]
         about_rp = await c.get(fe["federation_fetch_endpoint"],
                                params={"iss": master, "sub": rp.entity_id})
+        # OpenID Federation 1.0 §8.1.1: sub alone is a complete fetch request.
+        sub_only = await c.get(fe["federation_fetch_endpoint"], params={"sub": rp.entity_id})
         listing = (await c.get(fe["federation_list_endpoint"])).json()
         idp_list = await c.get(fe["idp_list_endpoint"])
     for resp, code in ((wrong_iss, "6000"), (unknown, "6011")):
@@ -340,6 +342,9 @@ async def test_master_entity_configuration_and_fetch(env: Env) -> None:
         assert body["operation"] == "FETCH" and body["error"] == "invalid_request"
         assert body["gematik_code"] == code and body["gematik_uuid"] and body["gematik_timestamp"]
         assert body["error_description"]
+    assert sub_only.status_code == 200
+    assert verify_statement(sub_only.text, jwks_to_keys(sb.master_jwks), now=time.time()).sub \
+        == rp.entity_id
     rs = verify_statement(about_rp.text, jwks_to_keys(sb.master_jwks), now=time.time())
     assert rs.claims["jwks"]["keys"][0]["kid"] == rp.fed_key.kid
     assert rs.metadata == {"openid_relying_party": {"client_registration_types": ["automatic"]}}

@@ -165,7 +165,8 @@ class FederationMaster:
     async def _fetch(self, request: Request) -> Response:
         iss = request.query_params.get("iss")
         sub = request.query_params.get("sub")
-        if iss != self.entity_id:
+        # iss is optional since OpenID Federation 1.0 §8.1.1 dropped it; a wrong one is 6000.
+        if iss is not None and iss != self.entity_id:
             return self._fetch_error(
                 FETCH_WRONG_ISS, "parameter iss must be the entity identifier of this master"
             )
