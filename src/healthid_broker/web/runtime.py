@@ -61,6 +61,26 @@ class BrokerSettings:
     def browser(self) -> str:
         return (self.browser_base or self.public_base).rstrip("/")
 
+    def check(self) -> None:
+        """Refuse settings that would break the TI profile or mix environments (T-29)."""
+        from urllib.parse import urlsplit
+
+        if self.environment not in ("sandbox", *ENVIRONMENTS):
+            raise ValueError(f"unknown federation environment {self.environment!r}")
+        for name, url in (("public base", self.public_base), ("browser base", self.browser)):
+            parts = urlsplit(url)
+            if parts.query or parts.fragment or not parts.hostname:
+                raise ValueError(f"the {name} must be a plain absolute URL")
+            # Entity ids are https (PROFILE.md); pages may be loopback http only in the sandbox.
+            loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+            if parts.scheme != "https" and not (
+                    name == "browser base" and self.environment == "sandbox" and loopback):
+                raise ValueError(f"the {name} must be https: {url}")
+        if self.environment != "sandbox" and self.master_entity_id != ENVIRONMENTS[
+                self.environment]:
+            log.warning("federation master %s differs from gematik's %s master",
+                        self.master_entity_id, self.environment)
+
 
 def _secret_file(path: Path, size: int = 32) -> bytes:
     """A broker-held secret generated on first start (T-19: no shipped defaults), 0600."""
@@ -181,6 +201,7 @@ def build_broker(
     extra_routes: list[Any] | None = None,
     par_retry_pause: float = 1.0,
 ) -> BrokerRuntime:
+    settings.check()
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     own_http = http is None
