@@ -36,6 +36,19 @@ def add_commands(sub: Any) -> None:
                    help="print one JSON object with URLs and client credentials once ready")
     p.set_defaults(func=_demo)
     add_serve(sub)
+    sk = sub.add_parser("sealing-keys", help="manage the transient store's sealing keys")
+    sk_sub = sk.add_subparsers(dest="sealing_action", required=True, metavar="ACTION")
+    rot = sk_sub.add_parser("rotate", help="add a new current key; old keys stay for an hour")
+    rot.add_argument("--data-dir", type=Path, default=Path("data"))
+    rot.set_defaults(func=_rotate_sealing)
+
+
+def _rotate_sealing(args: argparse.Namespace) -> int:
+    from ..login.sealing_keys import rotate
+
+    kid = rotate(args.data_dir)
+    print(f"current sealing key is now {kid}; restart the broker processes one by one")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
