@@ -9,11 +9,13 @@ the demo (docs/decisions/0001-sandbox-tls-and-loopback.md).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -38,7 +40,7 @@ from ..provider.service import (
 from ..upstream.entity_configuration import sign_entity_configuration
 from ..upstream.errors import UpstreamError
 from .i18n import ERRORS, TEXTS, pick_language
-from .security import ErrorGuard, SecurityHeaders
+from .security import CSP, ErrorGuard, SecurityHeaders
 
 _HERE = Path(__file__).parent
 _env = Environment(
@@ -60,6 +62,27 @@ class Urls:
 
     def public(self, short_key: str, path: str) -> str:
         return f"{self.public_base}/{short_key}/{path}"
+
+
+_ORIGIN = re.compile(r"https://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def chooser_csp(logo_uris: list[str | None]) -> str:
+    """The chooser page's CSP (T-21): the site-wide policy, with ``img-src`` widened by exactly
+    the origins of the IdP logos shown (the IdP list only carries https logos,
+    upstream/idp_list.py), so the insurers' logos are not blocked by ``img-src 'self'``."""
+    origins: list[str] = []
+    for uri in logo_uris:
+        if not uri:
+            continue
+        parts = urlsplit(uri)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        # Only plain host[:port] characters, so a logo URI can never add a CSP directive.
+        if parts.scheme == "https" and _ORIGIN.fullmatch(origin) and origin not in origins:
+            origins.append(origin)
+    if not origins:
+        return CSP
+    return CSP.replace("img-src 'self' data:", "img-src 'self' data: " + " ".join(origins), 1)
 
 
 def _single(items: ImmutableMultiDict[str, Any]) -> tuple[dict[str, str], frozenset[str]]:
@@ -113,9 +136,7 @@ class BrokerWeb:
         other = "en" if lang == "de" else "de"
         q = dict(request.query_params)
         q["lang"] = other
-        from urllib.parse import urlencode
-
-        return self._page(
+        page = self._page(
             "chooser.html", lang,
             app_name=outcome.app.display_name,
             idps=[{"entity_id": i.iss, "name": i.organization_name, "logo_uri": i.logo_uri,
@@ -124,6 +145,8 @@ class BrokerWeb:
             choose_action=self.urls.browser(outcome.app.short_key, "authorize/choose"),
             other_lang=other, lang_query=urlencode(q),
         )
+        page.headers["content-security-policy"] = chooser_csp([i.logo_uri for i in outcome.idps])
+        return page
 
     # ---------------------------------------------------------------- endpoints
 

@@ -132,6 +132,9 @@ def add_serve(sub: Any) -> None:
     p.add_argument("--port", type=int, default=int(env("PORT") or 8443))
     p.add_argument("--tls-cert", default=env("TLS_CERT"))
     p.add_argument("--tls-key", default=env("TLS_KEY"))
+    p.add_argument("--rotate-every", type=float, default=float(env("ROTATE_EVERY") or 3600),
+                   help="seconds between scheduled key-rotation runs; 0 disables "
+                   "(default %(default)s)")
     p.set_defaults(func=_serve)
 
 
@@ -182,7 +185,7 @@ async def _run_serve(args: argparse.Namespace) -> int:
     from ..crypto.key_provider import LocalFileKeyProvider
     from ..storage.db import default_database_url, open_database
     from ..tenancy.service import TenancyService
-    from ..web.runtime import build_broker
+    from ..web.runtime import build_broker, rotation_loop
     from ..web.server import start_server
     from ..web.tls import server_context
 
@@ -208,7 +211,13 @@ async def _run_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    rotation = None
+    if args.rotate_every > 0:
+        rotation = asyncio.create_task(
+            rotation_loop(tenancy, rt.directory, interval=args.rotate_every))
     await stop.wait()
+    if rotation is not None:
+        rotation.cancel()
     await server.stop()
     await rt.aclose()
     return 0
