@@ -21,17 +21,15 @@ the validated claims to its caller and keeps nothing.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..crypto.jose import JWK
 from ..federation.errors import FederationError
-from ..federation.statements import ENTITY_STATEMENT_CONTENT_TYPE, verify_statement
 from ..federation.trust_chain import ChainResolver
-from ..http import ClientIdentity, HttpClient, HttpTransportError
+from ..http import ClientIdentity, HttpClient
 from .errors import UnknownSigningKey, UpstreamError, sanitize
 from .id_token import ValidatedIdToken, validate_id_token
 from .idp_list import IdpEntry, IdpList, fetch_idp_list
@@ -91,7 +89,6 @@ class Upstream:
         resolver: ChainResolver,
         *,
         master_entity_id: str,
-        master_keys: Sequence[JWK],
         clock: Callable[[], float] = time.time,
         allow_loopback_http_frontchannel: bool = False,
         par_retry_pause: float = 1.0,
@@ -99,45 +96,34 @@ class Upstream:
         self.http = http
         self.resolver = resolver
         self.master = master_entity_id.rstrip("/")
-        self.master_keys = list(master_keys)
         self.clock = clock
         self.allow_loopback_http = allow_loopback_http_frontchannel
         self.par_retry_pause = par_retry_pause
         self._idp_list: tuple[IdpList, float] | None = None
         self._idps: dict[str, IdpInfo] = {}
         self._last_refetch: dict[str, float] = {}
-        self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ trust
 
-    async def _master_configuration(self) -> dict[str, Any]:
-        url = f"{self.master}/.well-known/openid-federation"
+    async def _master_configuration(self) -> tuple[dict[str, Any], list[JWK]]:
+        """The master's metadata and current keys, from its entity configuration verified
+        with the pinned key (A_23046) and cached per A_23039 by the resolver."""
         try:
-            resp = await self.http.get(url, headers={"accept": ENTITY_STATEMENT_CONTENT_TYPE})
-        except HttpTransportError as exc:
-            raise UpstreamError(f"federation master {self.master} unreachable") from exc
-        if resp.status != 200:
-            raise UpstreamError(
-                f"federation master {self.master} answered HTTP {resp.status}", status=resp.status)
-        try:
-            stmt = verify_statement(resp.text.strip(), self.master_keys, now=self.clock(),
-                                    signer=f"pinned key of {self.master}")  # A_23046
+            ec = await self.resolver.entity_configuration(self.master)
         except FederationError as exc:
             raise UpstreamError(f"federation master's entity configuration: {exc}") from exc
-        if stmt.iss != self.master or stmt.sub != self.master:
-            raise UpstreamError("federation master's entity configuration names another entity")
-        return stmt.metadata
+        return ec.metadata, ec.keys()
 
     async def idp_list(self) -> IdpList:
         now = self.clock()
         cached = self._idp_list
         if cached and now < min(cached[1] + IDP_LIST_MAX_AGE, cached[0].exp):
             return cached[0]
-        meta = await self._master_configuration()
+        meta, master_keys = await self._master_configuration()
         url = (meta.get("federation_entity") or {}).get("idp_list_endpoint")
         if not isinstance(url, str):
             raise UpstreamError("the master's metadata names no idp_list_endpoint")
-        lst = await fetch_idp_list(self.http, url, self.master_keys, master=self.master, now=now)
+        lst = await fetch_idp_list(self.http, url, master_keys, master=self.master, now=now)
         self._idp_list = (lst, now)
         return lst
 

@@ -211,7 +211,7 @@ def build_broker(
     resolver = ChainResolver(http_client, [anchor], clock=clock)
     upstream = Upstream(
         http_client, resolver, master_entity_id=settings.master_entity_id,
-        master_keys=anchor.keys, clock=clock,
+        clock=clock,
         allow_loopback_http_frontchannel=settings.environment == "sandbox",
         par_retry_pause=par_retry_pause,
     )
