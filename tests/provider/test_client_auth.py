@@ -170,7 +170,8 @@ async def test_private_key_jwt_good() -> None:
     ({"exp": NOW - 31}, "expired"),
     ({"exp": None}, "needs exp"),
     ({"exp": "tomorrow"}, "exp must be a number"),
-    ({"exp": NOW + 301}, "in the future"),
+    ({"exp": NOW + 301, "iat": None}, "in the future and it has no iat"),
+    ({"exp": NOW + 3600, "iat": NOW - 400}, "older than 300 s"),
     ({"nbf": NOW + 60}, "not valid yet"),
     ({"iat": NOW + 60}, "iat is in the future"),
     ({"jti": None}, "needs a jti"),
@@ -180,6 +181,15 @@ async def test_private_key_jwt_good() -> None:
 async def test_private_key_jwt_claim_refusals(over: dict[str, Any], match: str) -> None:
     e = await _fails(match, form=_jwt_form(_assertion(**over)))
     assert e.error == "invalid_client" and e.status == 401
+
+
+async def test_private_key_jwt_long_exp_accepted_while_fresh() -> None:
+    # Authlib's default: exp = iat + 3600. Usable for 300 s after iat, jti kept that long.
+    store = _store()
+    assertion = _assertion(exp=NOW + 3600, iat=NOW)
+    await _auth(form=_jwt_form(assertion), store=store)
+    await _fails("already used", form=_jwt_form(assertion), store=store, now=NOW + 200)
+    await _fails("older than", form=_jwt_form(assertion), store=_store(), now=NOW + 400)
 
 
 async def test_private_key_jwt_wrong_key() -> None:

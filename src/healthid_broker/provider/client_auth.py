@@ -7,9 +7,9 @@ Supported methods, one per registered client:
   checked by a callable the tenancy service provides (hashes live there).
 * ``private_key_jwt`` — RFC 7523 §2.2/§3 and OIDC Core §9: a JWT signed with a key from
   the client's registered JWKS; ``iss`` = ``sub`` = client id, ``aud`` contains the token
-  endpoint URL or the issuer, ``exp`` required and at most :data:`MAX_ASSERTION_AHEAD`
-  seconds ahead, ``jti`` required and single use (replay guard in the transient store,
-  RFC 7523 §3 rule 7). Only **ES256** is accepted (``crypto.jose``; all TI keys are EC
+  endpoint URL or the issuer, ``exp`` required; usable until ``exp`` but at most
+  :data:`MAX_ASSERTION_AHEAD` seconds (after ``iat``), ``jti`` required and single use
+  (replay guard in the transient store, RFC 7523 §3 rule 7). Only **ES256** is accepted (``crypto.jose``; all TI keys are EC
   P-256, A_23196); RS256 assertions are refused with a clear message.
 * ``none`` — public clients (mobile/SPA) identify with ``client_id`` only; the token
   endpoint must then insist on PKCE (RFC 7636, RFC 9700 §2.1.1).
@@ -154,8 +154,8 @@ async def verify_client_assertion(
     """Verify a ``private_key_jwt`` assertion (RFC 7523 §3, OIDC Core §9).
 
     ``audiences``: the accepted ``aud`` values — the token endpoint URL and the issuer.
-    The ``jti`` is recorded in ``replay`` until the assertion expires; a second use is
-    refused.
+    The ``jti`` is recorded in ``replay`` until the assertion expires (at the latest
+    ``iat + max_ahead``); a second use is refused.
     """
     if max_ahead + leeway > MAX_TTL:
         raise ValueError("max_ahead + leeway must fit in the transient store's TTL limit")
@@ -189,22 +189,32 @@ async def verify_client_assertion(
     exp = _num(payload, "exp")
     if exp is None:
         raise OAuthError.invalid_client("the client assertion needs exp")
-    if now >= exp + leeway:
-        raise OAuthError.invalid_client("the client assertion has expired")
-    if exp - now > max_ahead:
-        raise OAuthError.invalid_client(
-            f"the client assertion's exp is more than {max_ahead:.0f} s in the future"
-        )
     nbf = _num(payload, "nbf")
     if nbf is not None and now + leeway < nbf:
         raise OAuthError.invalid_client("the client assertion is not valid yet (nbf)")
     iat = _num(payload, "iat")
     if iat is not None and iat > now + leeway:
         raise OAuthError.invalid_client("the client assertion's iat is in the future")
+    # An assertion is usable for at most ``max_ahead`` seconds. Many client libraries set
+    # exp = iat + 1 h (Authlib does); such an assertion is accepted while it is fresh, i.e.
+    # its effective expiry is iat + max_ahead, and its jti is remembered until then.
+    effective_exp = exp
+    if exp - now > max_ahead:
+        if iat is None:
+            raise OAuthError.invalid_client(
+                f"the client assertion's exp is more than {max_ahead:.0f} s in the future "
+                "and it has no iat"
+            )
+        effective_exp = min(exp, iat + max_ahead)
+    if now >= effective_exp + leeway:
+        raise OAuthError.invalid_client(
+            "the client assertion has expired" if effective_exp == exp
+            else f"the client assertion is older than {max_ahead:.0f} s (iat)"
+        )
     jti = payload.get("jti")
     if not isinstance(jti, str) or not 0 < len(jti) <= 256:
         raise OAuthError.invalid_client("the client assertion needs a jti (1-256 characters)")
-    ttl = min(MAX_TTL, max(1.0, exp + leeway - now))
+    ttl = min(MAX_TTL, max(1.0, effective_exp + leeway - now))
     try:
         fresh = await replay.add_if_absent(REPLAY_PURPOSE, f"{client.client_id}\n{jti}", ttl)
     except StoreError:
