@@ -116,6 +116,23 @@ def test_malformed_entries_skipped_with_reason() -> None:
     assert "duplicate" in lst.skipped[-1].reason
 
 
+@pytest.mark.parametrize("logo", [
+    "http://127.0.0.1:8404/static/logo.svg", "http://localhost/l.svg", "http://[::1]:9/l.svg"])
+def test_loopback_http_logo_only_when_allowed(logo: str) -> None:
+    tok = idp_list([entry(logo_uri=logo)])
+    assert verify(tok).entries[0].logo_uri is None  # production: https logos only
+    sandbox = verify_idp_list(tok, [MASTER_KEY.public()], master=MASTER, now=NOW,
+                              allow_loopback_http_logos=True)
+    assert sandbox.entries[0].logo_uri == logo
+
+
+def test_non_loopback_http_logo_dropped_even_in_sandbox() -> None:
+    tok = idp_list([entry(logo_uri="http://logos.example/l.svg")])
+    sandbox = verify_idp_list(tok, [MASTER_KEY.public()], master=MASTER, now=NOW,
+                              allow_loopback_http_logos=True)
+    assert sandbox.entries[0].logo_uri is None
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.one_of(
     st.none(), st.integers(), st.text(max_size=5),

@@ -123,7 +123,8 @@ class Upstream:
         url = (meta.get("federation_entity") or {}).get("idp_list_endpoint")
         if not isinstance(url, str):
             raise UpstreamError("the master's metadata names no idp_list_endpoint")
-        lst = await fetch_idp_list(self.http, url, master_keys, master=self.master, now=now)
+        lst = await fetch_idp_list(self.http, url, master_keys, master=self.master, now=now,
+                                   allow_loopback_http_logos=self.allow_loopback_http)
         self._idp_list = (lst, now)
         return lst
 

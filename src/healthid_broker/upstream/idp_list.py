@@ -19,7 +19,8 @@ whole list.  An entry is malformed when its ``iss`` is not an absolute ``https``
 without query/fragment, ``organization_name`` is not a non-empty string, ``pkv`` is
 present but not a boolean, ``user_type_supported`` is neither a string nor a list of
 strings, or its ``iss`` repeats an earlier entry.  A ``logo_uri`` that is not an
-``https`` URL is dropped (the entry stays, shown without a logo).
+``https`` URL is dropped (the entry stays, shown without a logo); only for the sandbox
+may a logo be loopback ``http`` (``allow_loopback_http_logos``, decision 0001).
 """
 
 from __future__ import annotations
@@ -106,7 +107,23 @@ def _number(claims: Mapping[str, Any], name: str) -> int:
     return int(v)
 
 
-def _parse_entry(i: int, raw: object) -> IdpEntry | SkippedEntry:
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _is_loopback_http_url(value: object) -> bool:
+    """http on loopback: browsers treat it as a secure context (sandbox logos only)."""
+    if not isinstance(value, str) or len(value) > _MAX_URL or any(c.isspace() for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return (parts.scheme == "http" and parts.hostname in _LOOPBACK and not parts.query
+            and not parts.fragment and parts.username is None)
+
+
+def _parse_entry(i: int, raw: object, allow_loopback_http_logos: bool = False,
+                 ) -> IdpEntry | SkippedEntry:
     if not isinstance(raw, Mapping):
         return SkippedEntry(i, "entry is not a JSON object")
     iss = raw.get("iss")
@@ -127,7 +144,8 @@ def _parse_entry(i: int, raw: object) -> IdpEntry | SkippedEntry:
     else:
         return SkippedEntry(i, f"'user_type_supported' of {sanitize(iss)} is invalid")
     logo = raw.get("logo_uri")
-    logo_uri = logo if _is_https_url(logo) else None
+    usable = _is_https_url(logo) or (allow_loopback_http_logos and _is_loopback_http_url(logo))
+    logo_uri = logo if usable else None
     assert logo_uri is None or isinstance(logo_uri, str)
     return IdpEntry(iss, name.strip(), logo_uri, user_types, pkv)
 
@@ -139,6 +157,7 @@ def verify_idp_list(
     master: str,
     now: float,
     leeway: int = DEFAULT_LEEWAY,
+    allow_loopback_http_logos: bool = False,
 ) -> IdpList:
     """Verify the IdP list JWS ``token`` with the master's federation keys.
 
@@ -178,7 +197,7 @@ def verify_idp_list(
     skipped: list[SkippedEntry] = []
     seen: set[str] = set()
     for i, raw in enumerate(raw_entries):
-        out = _parse_entry(i, raw)
+        out = _parse_entry(i, raw, allow_loopback_http_logos)
         if isinstance(out, IdpEntry) and out.iss in seen:
             out = SkippedEntry(i, f"duplicate entry for {sanitize(out.iss)}")
         if isinstance(out, SkippedEntry):
@@ -197,6 +216,7 @@ async def fetch_idp_list(
     master: str,
     now: float,
     leeway: int = DEFAULT_LEEWAY,
+    allow_loopback_http_logos: bool = False,
 ) -> IdpList:
     """GET the master's ``idp_list_endpoint`` and :func:`verify_idp_list` the answer."""
     try:
@@ -211,4 +231,5 @@ async def fetch_idp_list(
         token = resp.content.decode("ascii").strip()
     except UnicodeDecodeError as exc:
         raise IdpListError(f"IdP list from {sanitize(url)} is not a compact JWS") from exc
-    return verify_idp_list(token, master_keys, master=master, now=now, leeway=leeway)
+    return verify_idp_list(token, master_keys, master=master, now=now, leeway=leeway,
+                           allow_loopback_http_logos=allow_loopback_http_logos)
