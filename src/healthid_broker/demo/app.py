@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class _Pending:
     state: str
     nonce: str
     verifier: str
+    lang: str = "de"
     created: float = field(default_factory=time.time)
 
 
@@ -63,7 +65,9 @@ class DemoApp:
         self._discovery: dict[str, Any] | None = None
 
     def _http(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(verify=self.cfg.ca_file or True, timeout=10)
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=self.cfg.ca_file) if self.cfg.ca_file else True)
+        return httpx.AsyncClient(verify=verify, timeout=10)
 
     async def discovery(self) -> dict[str, Any]:
         if self._discovery is None:
@@ -73,8 +77,9 @@ class DemoApp:
                 self._discovery = r.json()
         return self._discovery
 
-    def _render(self, name: str, request: Request, **ctx: Any) -> HTMLResponse:
-        lang = "en" if request.query_params.get("lang") == "en" else "de"
+    def _render(self, name: str, request: Request, lang: str | None = None,
+                **ctx: Any) -> HTMLResponse:
+        lang = lang or ("en" if request.query_params.get("lang") == "en" else "de")
         html = _env.get_template(name).render(lang=lang, base=self.base, **ctx)
         return HTMLResponse(html)
 
@@ -84,7 +89,8 @@ class DemoApp:
     async def login(self, request: Request) -> Response:
         disc = await self.discovery()
         p = _Pending(secrets.token_urlsafe(24), secrets.token_urlsafe(24),
-                     secrets.token_urlsafe(48))
+                     secrets.token_urlsafe(48),
+                     "en" if request.query_params.get("lang") == "en" else "de")
         now = time.time()
         self._pending = {k: v for k, v in self._pending.items() if now - v.created < 600}
         handle = secrets.token_urlsafe(24)
@@ -108,10 +114,11 @@ class DemoApp:
         handle = request.cookies.get(COOKIE, "")
         pending = self._pending.pop(handle, None)
         q = request.query_params
+        lang = pending.lang if pending is not None else None
         if pending is None or q.get("state") != pending.state:
-            return self._render("result.html", request, error="state_mismatch", claims=None)
+            return self._render("result.html", request, lang, error="state_mismatch", claims=None)
         if "error" in q:
-            return self._render("result.html", request, error=q.get("error"), claims=None)
+            return self._render("result.html", request, lang, error=q.get("error"), claims=None)
         disc = await self.discovery()
         async with self._http() as c:
             r = await c.post(disc["token_endpoint"], data={
@@ -119,7 +126,7 @@ class DemoApp:
                 "redirect_uri": self.cfg.redirect_uri, "code_verifier": pending.verifier,
             }, auth=(self.cfg.client_id, self.cfg.client_secret))
             if r.status_code != 200:
-                return self._render("result.html", request,
+                return self._render("result.html", request, lang,
                                     error=r.json().get("error", "token_error"), claims=None)
             tokens = r.json()
             jwks = (await c.get(disc["jwks_uri"])).json()
@@ -128,11 +135,11 @@ class DemoApp:
             verify_jws(parsed, [JWK.from_dict(k) for k in jwks["keys"]])
             claims = parsed.payload_json()
         except (JoseError, KeyError):
-            return self._render("result.html", request, error="invalid_id_token", claims=None)
+            return self._render("result.html", request, lang, error="invalid_id_token", claims=None)
         if claims.get("nonce") != pending.nonce or claims.get("aud") != self.cfg.client_id \
                 or claims.get("iss") != self.cfg.issuer:
-            return self._render("result.html", request, error="invalid_id_token", claims=None)
-        return self._render("result.html", request, error=None, claims=claims)
+            return self._render("result.html", request, lang, error="invalid_id_token", claims=None)
+        return self._render("result.html", request, lang, error=None, claims=claims)
 
 
 def create_demo_app(cfg: DemoClientConfig, base_path: str = "/app") -> Starlette:
