@@ -189,7 +189,7 @@ class ProviderService:
         except OAuthError as err:
             if err.redirectable:
                 return self._error_to_app(app, redirect_uri, err, state)
-            return ErrorPage(err.error if err.error in ("invalid_request",) else "invalid_request")
+            return ErrorPage("invalid_request")
 
     async def _authorize_checked(
         self, app: AppConfig, client: ClientConfig, redirect_uri: str,
