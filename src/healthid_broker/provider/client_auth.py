@@ -9,8 +9,9 @@ Supported methods, one per registered client:
   the client's registered JWKS; ``iss`` = ``sub`` = client id, ``aud`` contains the token
   endpoint URL or the issuer, ``exp`` required; usable until ``exp`` but at most
   :data:`MAX_ASSERTION_AHEAD` seconds (after ``iat``), ``jti`` required and single use
-  (replay guard in the transient store, RFC 7523 §3 rule 7). Only **ES256** is accepted (``crypto.jose``; all TI keys are EC
-  P-256, A_23196); RS256 assertions are refused with a clear message.
+  (replay guard in the transient store, RFC 7523 §3 rule 7). Only **ES256** is accepted
+  (``crypto.jose``; all TI keys are EC P-256, A_23196); RS256 assertions are refused with a
+  clear message.
 * ``none`` — public clients (mobile/SPA) identify with ``client_id`` only; the token
   endpoint must then insist on PKCE (RFC 7636, RFC 9700 §2.1.1).
 
