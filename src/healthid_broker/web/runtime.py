@@ -6,6 +6,7 @@ everything below receives its collaborators as parameters (STYLE.md: no global c
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -22,7 +23,8 @@ import anyio
 from ..crypto.jose import JWK
 from ..federation.statements import jwks_to_keys
 from ..federation.trust_chain import ChainResolver, TrustAnchor
-from ..http import ClientIdentity, HttpClient, HttpxClient
+from ..http import ClientIdentity, HttpClient
+from ..http.lean import LeanHttpClient
 from ..login.login_store import LoginStore
 from ..login.sealing import Sealer
 from ..login.sealing_keys import load_sealer
@@ -96,6 +98,13 @@ def _secret_file(path: Path, size: int = 32) -> bytes:
     return data
 
 
+def _log_refresh_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # A failed refresh keeps the last good view; the type name only (no input echoed).
+        log.error("loading an application's configuration failed: %s",
+                  type(task.exception()).__name__)
+
+
 class TenancyDirectory:
     """:class:`AppDirectory` over the tenancy service, with a short in-memory cache."""
 
@@ -106,6 +115,7 @@ class TenancyDirectory:
         self.pairwise_root = pairwise_root
         self.clock = clock
         self._cache: dict[str, tuple[float, AppConfig | None]] = {}
+        self._loading: dict[str, asyncio.Future[AppConfig | None]] = {}
 
     def invalidate(self, short_key: str | None = None) -> None:
         if short_key is None:
@@ -114,15 +124,33 @@ class TenancyDirectory:
             self._cache.pop(short_key, None)
 
     async def get(self, short_key: str) -> AppConfig | None:
-        now = self.clock()
-        hit = self._cache.get(short_key)
-        if hit is not None and now - hit[0] < self.settings.directory_ttl:
-            return hit[1]
+        """The application's view. A stale entry is served while one background refresh
+        runs; concurrent misses share one load (no thundering herd on the database)."""
         if len(short_key) > 64:
             return None
-        cfg = await anyio.to_thread.run_sync(self._load, short_key, now)
-        self._cache[short_key] = (now, cfg)
-        return cfg
+        now = self.clock()
+        hit = self._cache.get(short_key)
+        if hit is not None:
+            if now - hit[0] >= self.settings.directory_ttl and short_key not in self._loading:
+                self._start_refresh(short_key)
+            return hit[1]
+        task = self._loading.get(short_key) or self._start_refresh(short_key)
+        return await asyncio.shield(task)
+
+    def _start_refresh(self, short_key: str) -> asyncio.Future[AppConfig | None]:
+        task = asyncio.ensure_future(self._refresh(short_key))
+        self._loading[short_key] = task
+        task.add_done_callback(_log_refresh_failure)
+        return task
+
+    async def _refresh(self, short_key: str) -> AppConfig | None:
+        try:
+            now = self.clock()
+            cfg = await anyio.to_thread.run_sync(self._load, short_key, now)
+            self._cache[short_key] = (now, cfg)
+            return cfg
+        finally:
+            self._loading.pop(short_key, None)
 
     def _load(self, short_key: str, now: float) -> AppConfig | None:
         view = self.tenancy.get_application(short_key)
@@ -205,7 +233,7 @@ def build_broker(
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     own_http = http is None
-    http_client: HttpClient = http or HttpxClient(ca_file=settings.ca_file)
+    http_client: HttpClient = http or LeanHttpClient(ca_file=settings.ca_file)
     anchor = TrustAnchor(settings.master_entity_id, jwks_to_keys(settings.master_jwks,
                                                                  owner="pinned master"))
     resolver = ChainResolver(http_client, [anchor], clock=clock)
@@ -228,7 +256,7 @@ def build_broker(
     web = BrokerWeb(service, urls, sandbox=settings.environment == "sandbox", clock=clock)
     asgi = create_broker_app(web, extra_routes)
     rt = BrokerRuntime(settings, tenancy, directory, upstream, service, web, http_client, asgi)
-    if own_http and isinstance(http_client, HttpxClient):
+    if own_http and isinstance(http_client, LeanHttpClient):
         rt.closers.append(http_client.aclose)
     return rt
 

@@ -1,0 +1,267 @@
+"""A small, fast HTTP/1.1 client for the broker's outbound calls.
+
+The broker makes few kinds of outbound requests — federation statements, the IdP list,
+signed JWKS, and per login two POSTs over mutual TLS (PAR and the token request). On the
+hot path a general-purpose client's per-request machinery dominated the broker's CPU per
+login (docs/performance.md), so this client does only what those calls need:
+
+* ``GET`` and form ``POST``; HTTP/1.1 over TLS (or plain http for tests on loopback);
+* keep-alive connections pooled per (host, port, client identity), dropped after a short
+  idle time (below common servers' keep-alive timeouts);
+* responses parsed by ``httptools`` (llhttp): ``Content-Length``, chunked, or until close;
+  informational (1xx) responses skipped; bodies larger than ``max_body`` refused;
+* one whole-request timeout; every failure is an :class:`HttpTransportError`;
+* a request on a *reused* connection that fails before any response byte arrived is sent
+  once more on a fresh connection (the server closed the idle connection — RFC 9112 §9.3.1);
+* no redirects, cookies, proxies or compression — none of the federation's calls use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
+
+import httptools
+
+from . import ClientIdentity, HttpResponse, HttpTransportError, tls_client_context
+
+__all__ = ["LeanHttpClient"]
+
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: far above any statement, list or token answer
+DEFAULT_IDLE = 4.0  # seconds an idle connection is kept (uvicorn closes after 5 s)
+_HEAD_LIMIT = 64 * 1024
+
+
+class _Incomplete(Exception):
+    """The connection ended before a whole response arrived."""
+
+    def __init__(self, got_bytes: bool) -> None:
+        super().__init__("connection closed before the response was complete")
+        self.got_bytes = got_bytes
+
+
+class _Response:
+    """httptools callbacks for one exchange; 1xx responses are skipped."""
+
+    def __init__(self, max_body: int) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.max_body = max_body
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.size = 0
+        self.headers_done = False
+        self.keep_alive = False
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        val = value.decode("latin-1")
+        self.headers[key] = f"{self.headers[key]}, {val}" if key in self.headers else val
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        # llhttp resets its flags after the message: read keep-alive while they are valid
+        self.keep_alive = bool(self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.max_body:
+            raise HttpTransportError(f"response body larger than {self.max_body} bytes")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # informational (RFC 9110 §15.2): the real answer follows
+            self.headers, self.body, self.size, self.headers_done = {}, [], 0, False
+            return
+        self.status = status
+        self.complete = True
+
+    @property
+    def reads_until_close(self) -> bool:
+        return (self.headers_done and "content-length" not in self.headers
+                and "chunked" not in self.headers.get("transfer-encoding", "").lower())
+
+
+@dataclass
+class _Conn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    idle_since: float = 0.0
+    reused: bool = False
+
+    def usable(self, now: float, idle: float) -> bool:
+        return (now - self.idle_since < idle and not self.reader.at_eof()
+                and not self.writer.is_closing())
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class LeanHttpClient:
+    """:class:`healthid_broker.http.HttpClient` with pooled keep-alive connections."""
+
+    def __init__(
+        self,
+        *,
+        ca_file: str | None = None,
+        timeout: float = 10.0,
+        max_body: int = DEFAULT_MAX_BODY,
+        idle: float = DEFAULT_IDLE,
+        user_agent: str = "healthid-broker",
+    ) -> None:
+        self._ca_file = ca_file
+        self._timeout = timeout
+        self._max_body = max_body
+        self._idle = idle
+        self._ua = user_agent
+        self._contexts: dict[bytes | None, ssl.SSLContext] = {}
+        self._pools: dict[tuple[str, str, int, bytes | None], list[_Conn]] = {}
+
+    # ------------------------------------------------------------------ public API
+
+    async def get(self, url: str, *, headers: Mapping[str, str] | None = None,
+                  identity: ClientIdentity | None = None) -> HttpResponse:
+        return await self.request("GET", url, headers=headers, identity=identity)
+
+    async def post_form(self, url: str, data: Mapping[str, str], *,
+                        headers: Mapping[str, str] | None = None,
+                        identity: ClientIdentity | None = None) -> HttpResponse:
+        body = urlencode(dict(data)).encode("ascii")
+        h = {"content-type": "application/x-www-form-urlencoded"}
+        h.update({k.lower(): v for k, v in (headers or {}).items()})
+        return await self.request("POST", url, headers=h, body=body, identity=identity)
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            for c in pool:
+                c.close()
+        self._pools.clear()
+
+    async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+                      body: bytes = b"", identity: ClientIdentity | None = None) -> HttpResponse:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise HttpTransportError(f"{method} {url}: not an absolute http(s) URL")
+        if parts.scheme == "http" and identity is not None:
+            raise HttpTransportError(f"{method} {url}: a client certificate needs https")
+        host = parts.hostname
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host_header = parts.netloc.rsplit("@", 1)[-1]
+        lines = [f"{method} {target} HTTP/1.1", f"host: {host_header}",
+                 f"user-agent: {self._ua}"]
+        sent = {"host", "user-agent", "content-length", "connection", "transfer-encoding"}
+        for k, v in (headers or {}).items():
+            lk = k.lower()
+            if lk in sent or "\r" in v or "\n" in v:
+                continue
+            lines.append(f"{lk}: {v}")
+        if body or method == "POST":
+            lines.append(f"content-length: {len(body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        key = (parts.scheme, host, port, identity.cache_key if identity else None)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._send(key, identity, head + body, url)
+        except TimeoutError as exc:
+            raise HttpTransportError(f"{method} {url}: no answer within {self._timeout} s") \
+                from exc
+
+    # ------------------------------------------------------------------ internals
+
+    def _context(self, identity: ClientIdentity | None) -> ssl.SSLContext:
+        k = identity.cache_key if identity else None
+        ctx = self._contexts.get(k)
+        if ctx is None:
+            ctx = tls_client_context(self._ca_file, identity)
+            self._contexts[k] = ctx
+        return ctx
+
+    async def _connect(self, key: tuple[str, str, int, bytes | None],
+                       identity: ClientIdentity | None, url: str) -> _Conn:
+        scheme, host, port, _ = key
+        try:
+            if scheme == "https":
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=self._context(identity), server_hostname=host,
+                    limit=_HEAD_LIMIT)
+            else:
+                reader, writer = await asyncio.open_connection(host, port, limit=_HEAD_LIMIT)
+        except (OSError, ssl.SSLError) as exc:
+            raise HttpTransportError(f"{url}: cannot connect: {type(exc).__name__}: {exc}") \
+                from exc
+        return _Conn(reader, writer)
+
+    def _checkout(self, key: tuple[str, str, int, bytes | None]) -> _Conn | None:
+        pool = self._pools.get(key)
+        now = time.monotonic()
+        while pool:
+            c = pool.pop()
+            if c.usable(now, self._idle):
+                c.reused = True
+                return c
+            c.close()
+        return None
+
+    def _checkin(self, key: tuple[str, str, int, bytes | None], conn: _Conn) -> None:
+        conn.idle_since = time.monotonic()
+        self._pools.setdefault(key, []).append(conn)
+
+    async def _send(self, key: tuple[str, str, int, bytes | None],
+                    identity: ClientIdentity | None, payload: bytes, url: str) -> HttpResponse:
+        conn = self._checkout(key)
+        if conn is not None:
+            try:
+                return await self._exchange(key, conn, payload, url)
+            except _Incomplete as exc:
+                conn.close()
+                if exc.got_bytes:
+                    raise HttpTransportError(f"{url}: {exc}") from exc
+                # stale keep-alive connection: the request never reached the server
+            except (OSError, ssl.SSLError) as exc:
+                conn.close()
+                if not isinstance(exc, ConnectionError | ssl.SSLError):
+                    raise HttpTransportError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        conn = await self._connect(key, identity, url)
+        try:
+            return await self._exchange(key, conn, payload, url)
+        except _Incomplete as exc:
+            conn.close()
+            raise HttpTransportError(f"{url}: {exc}") from exc
+        except (OSError, ssl.SSLError) as exc:
+            conn.close()
+            raise HttpTransportError(f"{url}: {type(exc).__name__}: {exc}") from exc
+
+    async def _exchange(self, key: tuple[str, str, int, bytes | None], conn: _Conn,
+                        payload: bytes, url: str) -> HttpResponse:
+        conn.writer.write(payload)
+        await conn.writer.drain()
+        resp = _Response(self._max_body)
+        got = False
+        while not resp.complete:
+            chunk = await conn.reader.read(65536)
+            if not chunk:
+                if resp.reads_until_close:  # RFC 9112 §6.3 rule 8: the body ends at close
+                    resp.status = resp.parser.get_status_code()
+                    conn.close()
+                    return HttpResponse(resp.status, resp.headers, b"".join(resp.body), url)
+                raise _Incomplete(got)
+            got = True
+            try:
+                resp.parser.feed_data(chunk)
+            except httptools.HttpParserError as exc:
+                conn.close()
+                if isinstance(exc.__context__, HttpTransportError):  # raised by a callback
+                    raise HttpTransportError(f"{url}: {exc.__context__}") from exc
+                raise HttpTransportError(f"{url}: malformed HTTP response: {exc}") from exc
+        if resp.keep_alive and not conn.reader.at_eof():
+            self._checkin(key, conn)
+        else:
+            conn.close()
+        return HttpResponse(resp.status, resp.headers, b"".join(resp.body), url)
