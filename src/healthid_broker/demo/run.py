@@ -181,13 +181,16 @@ class Demo:
             issuer=issuer, client_id=client["client_id"], client_secret=client["client_secret"],
             redirect_uri=client["redirect_uri"], ca_file=sb_info["ca_cert"]))
         store_backend = None
+        redis_client = None
         if cfg.redis_url:
-            from redis.asyncio import Redis
-
+            from ..login.resp import RespClient
             from ..login.store import RedisBackend
-            store_backend = RedisBackend(Redis.from_url(cfg.redis_url), prefix="hidb-demo:")
+            redis_client = RespClient.from_url(cfg.redis_url)
+            store_backend = RedisBackend(redis_client, prefix="hidb-demo:")
         self.runtime = build_broker(settings, self.tenancy, store_backend=store_backend,
                                     extra_routes=list(demo_app.routes))
+        if redis_client is not None:
+            self.runtime.closers.append(redis_client.aclose)
         ctx = server_context(str(tls_dir / "broker.pem"), str(tls_dir / "broker.key"))
         self.servers.append(await start_server(self.runtime.asgi, host=cfg.host, sock=http_sock))
         self.servers.append(await start_server(self.runtime.asgi, host=cfg.host, sock=https_sock,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import StoreError, StoreFull, TTLRefused
 from .sealing import Sealer
@@ -165,14 +165,29 @@ class MemoryBackend:
         return {k: v for k, (_, v) in self._data.items()}
 
 
+class RedisLike(Protocol):
+    """The five commands the store uses; ``redis.asyncio.Redis`` and
+    :class:`~healthid_broker.login.resp.RespClient` both provide them."""
+
+    async def set(self, key: str, value: bytes, *, px: int | None = None,
+                  nx: bool = False) -> Any: ...
+
+    async def get(self, key: str) -> Any: ...
+
+    async def getdel(self, key: str) -> Any: ...
+
+    async def delete(self, *keys: str) -> Any: ...
+
+
 class RedisBackend:
-    """Redis backend (``redis.asyncio``); every key is ``prefix`` + the hashed key.
+    """Redis backend (``RespClient`` or ``redis.asyncio``); every key is ``prefix`` + the
+    hashed key.
 
     Uses ``SET … PX`` (put), ``GET``, ``GETDEL`` (atomic take, Redis ≥ 6.2), ``DEL``
     and ``SET … NX PX`` (add_if_absent). Redis expires entries itself.
     """
 
-    def __init__(self, client: Redis, *, prefix: str = "hidb:") -> None:
+    def __init__(self, client: RedisLike | Redis, *, prefix: str = "hidb:") -> None:
         if not prefix:
             raise StoreError("a Redis key prefix is required (e.g. 'hidb:')")
         self._r = client

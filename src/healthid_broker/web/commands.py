@@ -56,7 +56,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     setup_logging("INFO", json_format=False)
     try:
-        return asyncio.run(_run_demo(args))
+        from .server import run_main
+
+        return run_main(_run_demo(args))
     except KeyboardInterrupt:
         return 0
 
@@ -149,7 +151,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     setup_logging("INFO")
     try:
-        return asyncio.run(_run_serve(args))
+        from .server import run_main
+
+        return run_main(_run_serve(args))
     except KeyboardInterrupt:
         return 0
 
@@ -195,12 +199,14 @@ async def _run_serve(args: argparse.Namespace) -> int:
     tenancy = TenancyService(factory, LocalFileKeyProvider.in_data_dir(settings.data_dir))
     backend = None
     if settings.redis_url:
-        from redis.asyncio import Redis
-
+        from ..login.resp import RespClient
         from ..login.store import RedisBackend
 
-        backend = RedisBackend(Redis.from_url(settings.redis_url), prefix=args.redis_prefix)
+        redis_client = RespClient.from_url(settings.redis_url)
+        backend = RedisBackend(redis_client, prefix=args.redis_prefix)
     rt = build_broker(settings, tenancy, store_backend=backend)
+    if backend is not None:
+        rt.closers.append(redis_client.aclose)
     ctx = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     server = await start_server(rt.asgi, host=args.host, port=args.port, ssl_context=ctx)
     print(json.dumps({"listening": f"{'https' if ctx else 'http'}://{args.host}:{server.port}",
