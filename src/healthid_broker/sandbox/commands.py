@@ -112,4 +112,6 @@ def run_sandbox(args: argparse.Namespace) -> int:
             await sb.stop()
         return 0
 
-    return asyncio.run(main())
+    from ..web.server import run_main
+
+    return run_main(main())

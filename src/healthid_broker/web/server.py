@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
+
+_T = TypeVar("_T")
 
 
 class _QuietServer(uvicorn.Server):
@@ -75,3 +77,13 @@ async def start_server(
     sock = server.servers[0].sockets[0]
     real_port = int(sock.getsockname()[1])
     return RunningServer(server, task, host, real_port)
+
+
+def run_main(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run a command's main coroutine on uvloop where available (CPU per login,
+    docs/performance.md), else on the standard asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:  # e.g. Windows
+        return asyncio.run(main)
+    return uvloop.run(main)
