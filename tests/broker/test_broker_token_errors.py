@@ -144,3 +144,14 @@ def test_get_is_not_allowed(demo: DemoThread) -> None:
     r = httpx.get(f"{demo.info['issuer']}/token", verify=ca_context(demo.info))
     assert r.status_code == 405
     assert_clean(r.text)
+
+
+@pytest.mark.parametrize("body", [
+    b"grant_type=authorization_code&code=" + b"x" * 20_000,  # larger than any token request
+    b"grant_type=authorization_code&code=%ff%fe",  # not UTF-8
+    "&".join(f"f{i}=1" for i in range(100)).encode(),  # too many fields
+])
+def test_hostile_bodies_are_refused_cleanly(demo: DemoThread, body: bytes) -> None:
+    r = token(demo, content=body,
+              headers={"content-type": "application/x-www-form-urlencoded"})
+    _error(r, 400, "invalid_request")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -86,6 +86,25 @@ def chooser_csp(logo_uris: list[str | None]) -> str:
     if not origins:
         return CSP
     return CSP.replace("img-src 'self' data:", "img-src 'self' data: " + " ".join(origins), 1)
+
+
+MAX_FORM_BYTES = 16 * 1024  # a token request is a few hundred bytes
+MAX_FORM_FIELDS = 32
+
+
+async def _urlencoded_body(request: Request) -> list[tuple[str, str]] | None:
+    """The ``application/x-www-form-urlencoded`` body in order, repeats kept; ``None`` when
+    it is larger than :data:`MAX_FORM_BYTES`, has too many fields or is not UTF-8."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict",
+                         max_num_fields=MAX_FORM_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 def _single(items: ImmutableMultiDict[str, Any]) -> tuple[dict[str, str], frozenset[str]]:
@@ -249,8 +268,11 @@ class BrokerWeb:
             return JSONResponse({"error": "invalid_request", "error_description":
                                  "the token request must be application/x-www-form-urlencoded"},
                                 400, headers={"cache-control": "no-store"})
-        form = await request.form()
-        items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+        items = await _urlencoded_body(request)
+        if items is None:
+            return JSONResponse({"error": "invalid_request", "error_description":
+                                 "the token request body is too large or not valid UTF-8"},
+                                400, headers={"cache-control": "no-store"})
         answer = await self.service.token(request.path_params["short_key"], items,
                                           request.headers.getlist("authorization"))
         return JSONResponse(answer.body, answer.status, headers=answer.headers)
@@ -270,17 +292,17 @@ class BrokerWeb:
 
     def routes(self) -> list[Route | Mount]:
         p = "/{short_key:str}"
-        return [
-            Route("/healthz", self.healthz),
-            Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
+        return [  # the three routes of every login first: routing tries them in order
+            Route(f"{p}/authorize", self.authorize, methods=["GET"]),
+            Route(f"{p}/callback", self.callback, methods=["GET"]),
+            Route(f"{p}/token", self.token, methods=["POST"]),
+            Route(f"{p}/authorize/choose", self.choose, methods=["POST"]),
             Route(f"{p}/.well-known/openid-federation", self.entity_configuration),
             Route(f"{p}/.well-known/openid-configuration", self.discovery),
             Route(f"{p}/jwks", self.jwks),
             Route(f"{p}/idps", self.idps),
-            Route(f"{p}/authorize", self.authorize, methods=["GET"]),
-            Route(f"{p}/authorize/choose", self.choose, methods=["POST"]),
-            Route(f"{p}/callback", self.callback, methods=["GET"]),
-            Route(f"{p}/token", self.token, methods=["POST"]),
+            Route("/healthz", self.healthz),
+            Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
         ]
 
 
