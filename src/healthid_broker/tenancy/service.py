@@ -152,6 +152,7 @@ class TenancyService:
         self._provider = key_provider
         self.policy = policy or RotationPolicy()
         self._dek_cache: dict[str, tuple[str, DataKey]] = {}
+        self._peppers: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
@@ -464,9 +465,12 @@ class TenancyService:
         """Constant-time check of a ``client_secret_basic`` secret (RFC 6749 §2.3.1)."""
         if client.secret_digest is None or not isinstance(secret, str):
             return False
+        pepper = self._peppers.get(client.tenant_id)
         cached = self._dek_cache.get(client.tenant_id)
-        if cached is not None:
+        if pepper is None and cached is not None:
             pepper = cached[1].derive(_PEPPER_LABEL)
+            self._peppers[client.tenant_id] = pepper  # HKDF once per tenant, not per login
+        if pepper is not None:
             mac = hmac.new(pepper, secret.encode(), hashlib.sha256).digest()
         else:
             with self._sessions() as s:
