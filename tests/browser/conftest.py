@@ -93,12 +93,6 @@ class Session:
     console: Console
 
 
-def _is_sandbox_favicon(problem: str) -> bool:
-    """The sandbox's pages do not declare an icon and the sandbox serves no /favicon.ico
-    (a sandbox bug reported to its owners; the broker and demo pages declare one)."""
-    return "404" in problem and problem.endswith("/favicon.ico")
-
-
 @pytest.fixture
 def open_session(browser: Browser) -> Iterator[Callable[..., Session]]:
     contexts: list[BrowserContext] = []
@@ -118,5 +112,3 @@ def open_session(browser: Browser) -> Iterator[Callable[..., Session]]:
     for c in contexts:
         c.close()
 
-
-IGNORE_SANDBOX_FAVICON = _is_sandbox_favicon

@@ -21,7 +21,7 @@ from healthid_broker.crypto.keys import LocalCA
 from healthid_broker.sandbox.persons import PERSONS
 from healthid_broker.upstream.idp_list import IdpEntry
 
-from .conftest import IGNORE_SANDBOX_FAVICON, RunningDemo, Session
+from .conftest import RunningDemo, Session
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +129,7 @@ def test_demo_journey_in_german(running_demo: RunningDemo,
     assert_person_claims(claims)
     expect(page.locator("html")).to_have_attribute("lang", "de")
     assert_screenshot(page, tmp_path / "result-de.png")
-    assert s.console.clean(ignore=IGNORE_SANDBOX_FAVICON) == []
+    assert s.console.clean() == []
 
 
 @pytest.fixture
@@ -211,7 +211,7 @@ def test_demo_journey_in_english(how: str, running_demo: RunningDemo,
                                     EN if how == "accept-language" else None)
     assert_person_claims(claims)
     expect(page.locator("html")).to_have_attribute("lang", "en")
-    assert s.console.clean(ignore=IGNORE_SANDBOX_FAVICON) == []
+    assert s.console.clean() == []
 
 
 def test_chooser_language_switch(running_demo: RunningDemo,
@@ -291,7 +291,7 @@ def test_chooser_keyboard_and_accessibility(running_demo: RunningDemo,
     assert f["tag"] == "button" and "Mittelland" in f["text"]
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"/idp/mittelland-bkk/auth\?"))
-    assert s.console.clean(ignore=IGNORE_SANDBOX_FAVICON) == []
+    assert s.console.clean() == []
 
 
 # ---------------------------------------------------------------- 4. security headers

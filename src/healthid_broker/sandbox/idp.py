@@ -469,7 +469,7 @@ class SectoralIdP:
         )
         form_action = "'self'" + (f" {form_target}" if form_target else "")
         csp = (
-            "default-src 'none'; style-src 'self'; img-src 'self'; "
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; "
             f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
         )
         return HTMLResponse(html, status_code=status, headers={
