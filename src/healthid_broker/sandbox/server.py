@@ -373,7 +373,8 @@ class Sandbox:
         )
         return HTMLResponse(html, headers={
             "Content-Security-Policy":
-                "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+                "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+                "frame-ancestors 'none'",
             "X-Sandbox": "SANDBOX - not for production",
         })
 
