@@ -40,7 +40,7 @@ from ..provider.service import (
 from ..upstream.entity_configuration import sign_entity_configuration
 from ..upstream.errors import UpstreamError
 from .i18n import ERRORS, TEXTS, pick_language
-from .security import CSP, ErrorGuard, SecurityHeaders
+from .security import CSP, Guard, incident_id
 
 _HERE = Path(__file__).parent
 _env = Environment(
@@ -86,6 +86,12 @@ def chooser_csp(logo_uris: list[str | None]) -> str:
     if not origins:
         return CSP
     return CSP.replace("img-src 'self' data:", "img-src 'self' data: " + " ".join(origins), 1)
+
+
+def _wants_json(request: Request) -> bool:
+    """API paths and clients that ask for JSON get JSON errors; people get pages."""
+    return request.url.path.endswith(("/token", "/jwks", "/idps")) or \
+        "json" in request.headers.get("accept", "")
 
 
 MAX_FORM_BYTES = 16 * 1024  # a token request is a few hundred bytes
@@ -142,11 +148,11 @@ class BrokerWeb:
         return HTMLResponse(html, status_code=status)
 
     def error_page(self, request: Request, code: str, status: int,
-                   back_url: str | None = None) -> HTMLResponse:
+                   back_url: str | None = None, incident: str | None = None) -> HTMLResponse:
         lang = self._lang(request)
         message = ERRORS[lang].get(code, ERRORS[lang]["server_error"])
         return self._page("error.html", lang, status, code=code, message=message,
-                          incident=None, back_url=back_url)
+                          incident=incident, back_url=back_url)
 
     def _outcome(self, request: Request, outcome: Outcome) -> Response:
         if isinstance(outcome, Redirect):
@@ -281,10 +287,19 @@ class BrokerWeb:
         return JSONResponse({"status": "ok"})
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
-        if request.url.path.endswith(("/token", "/jwks", "/idps")) or "json" in request.headers.get(
-                "accept", ""):
+        if _wants_json(request):
             return JSONResponse({"error": "not_found"}, 404)
         return self.error_page(request, "not_found", 404)
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        """Starlette's last-resort handler: a friendly page or OAuth-style JSON with an
+        incident id; the :class:`Guard` logs the exception's type under the same id."""
+        incident = incident_id(request.scope)
+        if _wants_json(request):
+            return JSONResponse({"error": "server_error",
+                                 "error_description": f"internal error, incident {incident}"},
+                                500)
+        return self.error_page(request, "server_error", 500, incident=incident)
 
     async def method_not_allowed(self, request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": "invalid_request",
@@ -311,6 +326,7 @@ def create_broker_app(web: BrokerWeb, extra_routes: list[Route | Mount] | None =
     """The public role's ASGI app: routes, 404/405 pages, security headers, error guard."""
     app = Starlette(
         routes=[*(extra_routes or []), *web.routes()],
-        exception_handlers={404: web.not_found, 405: web.method_not_allowed},
+        exception_handlers={404: web.not_found, 405: web.method_not_allowed,
+                            Exception: web.server_error},
     )
-    return ErrorGuard(SecurityHeaders(app, hsts=hsts))
+    return Guard(app, hsts=hsts)

@@ -35,7 +35,21 @@ _BASE_HEADERS: list[tuple[bytes, bytes]] = [
 _HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
 
-class SecurityHeaders:
+def incident_id(scope: Scope) -> str:
+    """One incident id per failed request, shared by the error answer and the log line."""
+    incident: str | None = scope.get("healthid.incident")
+    if incident is None:
+        incident = uuid.uuid4().hex[:12]
+        scope["healthid.incident"] = incident
+    return incident
+
+
+class Guard:
+    """Outermost middleware: security headers on every response (T-21) and the catch-all
+    error answer — an unhandled exception becomes a generic 500 with an incident id, no
+    stack trace and no input echoed (GS-A_3813, T-27). One wrapper for both, because it
+    runs on every request."""
+
     def __init__(self, app: ASGIApp, *, hsts: bool = True) -> None:
         self.app = app
         self.hsts = hsts
@@ -44,56 +58,36 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        https = scope.get("scheme") == "https"
-
-        async def _send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {k.lower() for k, _ in headers}
-                for k, v in _BASE_HEADERS:
-                    if k not in present:
-                        headers.append((k, v))
-                if https and self.hsts:
-                    headers.append(_HSTS)
-                if b"cache-control" not in present:
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, _send)
-
-
-class ErrorGuard:
-    """Last line: an unhandled exception becomes a generic 500 with an incident id."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+        hsts = self.hsts and scope.get("scheme") == "https"
         started = False
 
         async def _send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers.extend(kv for kv in _BASE_HEADERS if kv[0] not in present)
+                if hsts:
+                    headers.append(_HSTS)
+                if b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, _send)
         except Exception as exc:  # noqa: BLE001 — the guard must catch everything
-            incident = uuid.uuid4().hex[:12]
+            incident = incident_id(scope)
             # Type name only: exception texts may quote input.
             log.error("unhandled %s on %s (incident %s)", type(exc).__name__,
                       scope.get("path", "?"), incident)
-            if started:
+            if started:  # the app's error handler already answered (with this incident id)
                 return
             body = (
                 b'{"error":"server_error","error_description":"internal error, incident '
                 + incident.encode() + b'"}'
             )
-            await send({"type": "http.response.start", "status": 500, "headers": [
-                (b"content-type", b"application/json"), (b"cache-control", b"no-store")]})
+            await _send({"type": "http.response.start", "status": 500, "headers": [
+                (b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": body})
