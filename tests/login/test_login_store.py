@@ -124,17 +124,18 @@ async def redis_prefix() -> AsyncIterator[tuple[Redis, str]]:
 @pytest.mark.redis
 async def test_redis_store_real_server(redis_prefix: tuple[Redis, str]) -> None:
     client, prefix = redis_prefix
+    code = "an-authorization-code-that-must-not-appear-in-redis"
     store = redis_store(client, SEALER, prefix=prefix)
-    await store.put("login.code", "c1", b"value", ttl=60)
+    await store.put("login.code", code, b"value", ttl=60)
     raw_keys = [k async for k in client.scan_iter(match=prefix + "*")]
-    assert len(raw_keys) == 1 and b"c1" not in raw_keys[0]
+    assert len(raw_keys) == 1 and code.encode() not in raw_keys[0]
     raw = await client.get(raw_keys[0])
     assert raw is not None and b"value" not in raw
     pttl = await client.pttl(raw_keys[0])
     assert 0 < pttl <= 60_000
-    assert await store.get("login.code", "c1") == b"value"
-    assert await store.take("login.code", "c1") == b"value"
-    assert await store.take("login.code", "c1") is None
+    assert await store.get("login.code", code) == b"value"
+    assert await store.take("login.code", code) == b"value"
+    assert await store.take("login.code", code) is None
     await store.put("p", "d", b"x", ttl=60)
     await store.delete("p", "d")
     assert await store.get("p", "d") is None

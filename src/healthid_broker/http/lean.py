@@ -23,11 +23,12 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import httptools
 
 from . import ClientIdentity, HttpResponse, HttpTransportError, tls_client_context
+from .forms import urlencode
 
 __all__ = ["LeanHttpClient"]
 
@@ -132,7 +133,7 @@ class LeanHttpClient:
     async def post_form(self, url: str, data: Mapping[str, str], *,
                         headers: Mapping[str, str] | None = None,
                         identity: ClientIdentity | None = None) -> HttpResponse:
-        body = urlencode(dict(data)).encode("ascii")
+        body = urlencode(data).encode("ascii")
         h = {"content-type": "application/x-www-form-urlencoded"}
         h.update({k.lower(): v for k, v in (headers or {}).items()})
         return await self.request("POST", url, headers=h, body=body, identity=identity)

@@ -377,14 +377,26 @@ def _enc_value(kind: str, value: Any) -> Any:
     return value
 
 
+_TABLES: dict[type, tuple[tuple[str, str, str], ...]] = {}
+
+
+def _table(cls: type) -> tuple[tuple[str, str, str], ...]:
+    """(field name, stored short name, kind) per field — computed once per class."""
+    table = _TABLES.get(cls)
+    if table is None:
+        table = tuple((f.name, f.metadata["k"], f.metadata["t"])
+                      for f in dataclasses.fields(cls))
+        _TABLES[cls] = table
+    return table
+
+
 def _to_obj(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        kind = f.metadata["t"]
+    for name, short, kind in _table(type(obj)):
+        value = getattr(obj, name)
         if value is None or (kind == "strs" and not value):
             continue  # omitted == default, keeps entries compact
-        out[f.metadata["k"]] = _enc_value(kind, value)
+        out[short] = _enc_value(kind, value)
     return out
 
 
@@ -418,19 +430,17 @@ def _from_obj(cls: type[_D], data: Any) -> _D:
     if not isinstance(data, dict):
         raise CorruptTransaction("stored login is not a JSON object")
     kwargs: dict[str, Any] = {}
-    known = set()
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        short, kind = f.metadata["k"], f.metadata["t"]
-        known.add(short)
+    table = _table(cls)
+    for name, short, kind in table:
         if short in data:
-            kwargs[f.name] = _dec_value(kind, data[short], f.name)
+            kwargs[name] = _dec_value(kind, data[short], name)
         elif kind == "strs":
-            kwargs[f.name] = ()
+            kwargs[name] = ()
         elif kind in ("ostr", "oint"):
-            kwargs[f.name] = None
+            kwargs[name] = None
         else:
-            raise CorruptTransaction(f"stored login lacks the member {f.name!r}")
-    extra = set(data) - known
+            raise CorruptTransaction(f"stored login lacks the member {name!r}")
+    extra = set(data) - {short for _n, short, _k in table}
     if extra:
         raise CorruptTransaction(f"stored login has unknown members {sorted(extra)}")
     return cls(**kwargs)

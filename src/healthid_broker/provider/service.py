@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
+from ..http.forms import urlencode
 from ..login import transaction as tx
 from ..login.errors import LoginError
 from ..login.login_store import LoginStore

@@ -27,11 +27,12 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 
 from ..http import ClientIdentity, HttpClient, HttpResponse, HttpTransportError
+from ..http.forms import urlencode
 from .errors import ParError, oauth_error_code, sanitize
 
 __all__ = [

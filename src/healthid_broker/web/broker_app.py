@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
-from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..federation.statements import ENTITY_STATEMENT_CONTENT_TYPE
+from ..http.forms import parse_qsl
 from ..provider.claims import SCOPE_CLAIMS
 from ..provider.directory import AppConfig
 from ..provider.service import (
@@ -107,22 +107,26 @@ async def _urlencoded_body(request: Request) -> list[tuple[str, str]] | None:
         if len(body) > MAX_FORM_BYTES:
             return None
     try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict",
-                         max_num_fields=MAX_FORM_FIELDS)
+        return parse_qsl(body.decode("utf-8"), errors="strict", max_fields=MAX_FORM_FIELDS)
     except (UnicodeDecodeError, ValueError):
         return None
 
 
-def _single(items: ImmutableMultiDict[str, Any]) -> tuple[dict[str, str], frozenset[str]]:
+def _single(items: Iterable[tuple[str, Any]]) -> tuple[dict[str, str], frozenset[str]]:
+    """Parameters by name, and the names that were given more than once."""
     out: dict[str, str] = {}
     dup: set[str] = set()
-    for k, v in items.multi_items():
+    for k, v in items:
         if not isinstance(v, str):
             continue
         if k in out:
             dup.add(k)
         out[k] = v
     return out, frozenset(dup)
+
+
+def _query(request: Request) -> Iterable[tuple[str, str]]:
+    return parse_qsl(request.scope["query_string"].decode("latin-1"))
 
 
 class BrokerWeb:
@@ -250,21 +254,21 @@ class BrokerWeb:
             headers={"cache-control": "public, max-age=300"})
 
     async def authorize(self, request: Request) -> Response:
-        params, dup = _single(request.query_params)
+        params, dup = _single(_query(request))
         outcome = await self.service.authorize(request.path_params["short_key"], params,
                                                duplicated=dup)
         return self._outcome(request, outcome)
 
     async def choose(self, request: Request) -> Response:
         form = await request.form()
-        params, _dup = _single(form)
+        params, _dup = _single(form.multi_items())
         outcome = await self.service.choose(
             request.path_params["short_key"], params.get("tx", ""), params.get("idp", ""),
             params.get("lang"))
         return self._outcome(request, outcome)
 
     async def callback(self, request: Request) -> Response:
-        params, _dup = _single(request.query_params)
+        params, _dup = _single(_query(request))
         outcome = await self.service.callback(request.path_params["short_key"], params)
         return self._outcome(request, outcome)
 
