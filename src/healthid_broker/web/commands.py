@@ -193,7 +193,12 @@ async def _run_serve(args: argparse.Namespace) -> int:
     from ..web.server import start_server
     from ..web.tls import server_context
 
-    settings = serve_settings(args)
+    try:
+        settings = serve_settings(args)
+        settings.check()
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"healthid-broker serve: {exc}", file=sys.stderr)
+        return 2
     _engine, factory = open_database(settings.database_url
                                      or default_database_url(settings.data_dir))
     tenancy = TenancyService(factory, LocalFileKeyProvider.in_data_dir(settings.data_dir))

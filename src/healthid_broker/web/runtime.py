@@ -262,12 +262,23 @@ def build_broker(
 
 
 def load_jwks_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    if not isinstance(data, dict) or "keys" not in data:
-        raise ValueError(f"{path}: not a JWKS")
-    JWK.from_dict(data["keys"][0])
-    return data
+    """A pinned JWKS file: a JSON object with a non-empty ``keys`` list of EC P-256 keys."""
+    from ..crypto.jose import JoseError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read a JWKS: {exc}") from exc
+    keys = data.get("keys") if isinstance(data, dict) else None
+    if not isinstance(keys, list) or not keys:
+        raise ValueError(f"{path}: not a JWKS with at least one key")
+    for i, k in enumerate(keys):
+        try:
+            JWK.from_dict(k)
+        except JoseError as exc:
+            raise ValueError(f"{path}: key #{i} is unusable: {exc}") from exc
+    return {"keys": keys}
 
 
 def rotate_due_keys(tenancy: TenancyService, directory: TenancyDirectory,
