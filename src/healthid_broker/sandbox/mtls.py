@@ -90,6 +90,10 @@ class MTLSProxy:
             await self._serve(reader, writer)
         except (ConnectionError, SSL.Error, asyncio.IncompleteReadError, OSError) as exc:
             log.debug("mTLS connection ended: %s", type(exc).__name__)
+        except asyncio.CancelledError:
+            # Only stop() cancels these handlers. Ending normally keeps asyncio's stream
+            # server from logging the cancellation as an error with a traceback.
+            log.debug("mTLS connection closed at shutdown")
         finally:
             if task is not None:
                 self._tasks.discard(task)

@@ -316,7 +316,7 @@ class Sandbox:
     async def _serve(self, app: Starlette, sock: socket.socket,
                      tls: ssl.SSLContext | None) -> None:
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off",
+            app, log_config=None, access_log=False, lifespan="off",
             timeout_graceful_shutdown=1, server_header=False,
         )
         config.load()
