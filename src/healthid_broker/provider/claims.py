@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..ti_profile import SCOPE_CLAIMS
 from .errors import OAuthError
 
 __all__ = [
@@ -25,23 +26,7 @@ __all__ = [
     "parse_scope",
 ]
 
-SCOPE_CLAIMS: Mapping[str, tuple[str, ...]] = {
-    "openid": (),
-    "urn:telematik:geburtsdatum": ("birthdate",),
-    "urn:telematik:alter": ("urn:telematik:claims:alter",),
-    "urn:telematik:display_name": ("urn:telematik:claims:display_name",),
-    "urn:telematik:given_name": ("urn:telematik:claims:given_name",),
-    "urn:telematik:family_name": ("urn:telematik:claims:family_name",),
-    "urn:telematik:geschlecht": ("urn:telematik:claims:geschlecht",),
-    "urn:telematik:email": ("urn:telematik:claims:email",),
-    "urn:telematik:versicherter": (
-        "urn:telematik:claims:id",
-        "urn:telematik:claims:organization",
-        "urn:telematik:claims:profession",
-    ),
-}
 KNOWN_SCOPES = frozenset(SCOPE_CLAIMS)
-KVNR_CLAIM = "urn:telematik:claims:id"
 
 
 def parse_scope(scope: str | None) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ from ..login import transaction as tx
 from ..login.errors import LoginError
 from ..login.login_store import LoginStore
 from ..login.store import TransientStore
+from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
 from ..upstream.errors import UpstreamError
 from ..upstream.flow import Upstream
 from ..upstream.idp_list import IdpEntry
@@ -43,8 +44,6 @@ from .tokens import build_id_token, new_access_token, new_authorization_code, pa
 
 log = logging.getLogger("healthid_broker.provider")
 
-ACR_HIGH = "gematik-ehealth-loa-high"
-ACR_SUBSTANTIAL = "gematik-ehealth-loa-substantial"
 _ACR_RANK = {ACR_SUBSTANTIAL: 1, ACR_HIGH: 2}
 ACCESS_TOKEN_LIFETIME = 300
 

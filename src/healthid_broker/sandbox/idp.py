@@ -41,6 +41,7 @@ from ..federation.statements import (
     verify_statement,
 )
 from ..http import HttpClient, HttpTransportError
+from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
 from .persons import PERSONS, SUPPORTED_SCOPES, Person, claims_for, find_person
 
 IDP_STATEMENT_LIFETIME = 7200  # reference IdP: 2 h
@@ -50,8 +51,6 @@ ID_TOKEN_LIFETIME = 300
 RP_CACHE_SECONDS = 60
 MAX_RP_STATEMENT_LIFETIME = 86400  # A_23034
 
-ACR_HIGH = "gematik-ehealth-loa-high"
-ACR_SUBSTANTIAL = "gematik-ehealth-loa-substantial"
 AMR_MEW = "urn:telematik:auth:mEW"
 
 BANNER_HEADERS = {"X-Sandbox": "SANDBOX - not for production"}

@@ -18,21 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..ti_profile import TELEMATIK_SCOPES
+
 KVNR_RE = re.compile(r"^[A-Z]\d{9}$")
 
 # OID of the profession "Versicherter" (gemSpec_OID, ``oid_versicherter``).
 PROFESSION_VERSICHERTER = "1.2.276.0.76.4.49"
 
-TELEMATIK_SCOPES: tuple[str, ...] = (
-    "urn:telematik:geburtsdatum",
-    "urn:telematik:alter",
-    "urn:telematik:display_name",
-    "urn:telematik:given_name",
-    "urn:telematik:family_name",
-    "urn:telematik:geschlecht",
-    "urn:telematik:email",
-    "urn:telematik:versicherter",
-)
 SUPPORTED_SCOPES: tuple[str, ...] = ("openid", *TELEMATIK_SCOPES)
 
 

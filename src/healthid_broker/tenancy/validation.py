@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from ..ti_profile import ACR_VALUES, SCOPE_CLAIMS
 from .errors import InvalidInput
 
 __all__ = [
@@ -33,20 +34,7 @@ __all__ = [
     "validate_tenant_name",
 ]
 
-TELEMATIK_SCOPES: frozenset[str] = frozenset(
-    {
-        "openid",
-        "urn:telematik:geburtsdatum",
-        "urn:telematik:alter",
-        "urn:telematik:display_name",
-        "urn:telematik:given_name",
-        "urn:telematik:family_name",
-        "urn:telematik:geschlecht",
-        "urn:telematik:email",
-        "urn:telematik:versicherter",
-    }
-)
-ACR_VALUES: tuple[str, ...] = ("gematik-ehealth-loa-high", "gematik-ehealth-loa-substantial")
+TELEMATIK_SCOPES: frozenset[str] = frozenset(SCOPE_CLAIMS)  # openid + the urn:telematik:* scopes
 # token endpoint auth method -> client type (OIDC Core §9; RFC 6749 §2.1)
 AUTH_METHODS: dict[str, str] = {
     "client_secret_basic": "confidential",

@@ -33,6 +33,7 @@ import anyio
 
 from ..http import ClientIdentity, HttpClient, HttpResponse, HttpTransportError
 from ..http.forms import urlencode
+from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
 from .errors import ParError, oauth_error_code, sanitize
 
 __all__ = [
@@ -47,8 +48,6 @@ __all__ = [
     "push_authorization_request",
 ]
 
-ACR_HIGH = "gematik-ehealth-loa-high"
-ACR_SUBSTANTIAL = "gematik-ehealth-loa-substantial"
 _ACRS = frozenset({ACR_HIGH, ACR_SUBSTANTIAL})
 
 # RFC 7636 §4.1: code_verifier = 43*128unreserved; we use 32 random bytes → 43 chars.

@@ -29,14 +29,13 @@ from ..http.forms import parse_qsl
 from ..provider.claims import SCOPE_CLAIMS
 from ..provider.directory import AppConfig
 from ..provider.service import (
-    ACR_HIGH,
-    ACR_SUBSTANTIAL,
     ErrorPage,
     Outcome,
     ProviderService,
     Redirect,
     ShowChooser,
 )
+from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
 from ..upstream.entity_configuration import sign_entity_configuration
 from ..upstream.errors import UpstreamError
 from .i18n import ERRORS, TEXTS, pick_language
