@@ -16,6 +16,14 @@ from healthid_broker.login.store import redis_store
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
 
+@pytest.fixture(params=[
+    pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio"),
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),  # what the broker runs on
+])
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
+
+
 @pytest.fixture
 async def prefix() -> AsyncIterator[str]:
     p = f"test-resp-{uuid.uuid4().hex}:"

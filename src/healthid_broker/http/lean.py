@@ -22,7 +22,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -34,7 +34,7 @@ __all__ = ["LeanHttpClient"]
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: far above any statement, list or token answer
 DEFAULT_IDLE = 4.0  # seconds an idle connection is kept (uvicorn closes after 5 s)
-_HEAD_LIMIT = 64 * 1024
+_HEAD_LIMIT = 64 * 1024  # status line and headers
 
 
 class _Incomplete(Exception):
@@ -89,19 +89,83 @@ class _Response:
                 and "chunked" not in self.headers.get("transfer-encoding", "").lower())
 
 
-@dataclass
-class _Conn:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    idle_since: float = 0.0
-    reused: bool = False
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection. Response bytes go from the event loop's callback straight
+    into httptools; the request's future is resolved when the message is complete — no
+    reader task and no stream buffers in between."""
 
+    def __init__(self, max_body: int) -> None:
+        self._max_body = max_body
+        self._transport: asyncio.Transport | None = None
+        self._resp: _Response | None = None
+        self._waiter: asyncio.Future[_Response] | None = None
+        self._got_bytes = False
+        self._head_bytes = 0
+        self.closed = False
+        self.idle_since = 0.0
+        self.reused = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        resp, waiter = self._resp, self._waiter
+        if resp is None or waiter is None or waiter.done():
+            self.close()  # bytes nobody asked for: the connection is out of step
+            return
+        self._got_bytes = True
+        if not resp.headers_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > _HEAD_LIMIT:
+                self.close()
+                waiter.set_exception(HttpTransportError(
+                    f"response head larger than {_HEAD_LIMIT} bytes"))
+                return
+        try:
+            resp.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.close()
+            if isinstance(exc.__context__, HttpTransportError):  # raised by a callback
+                waiter.set_exception(HttpTransportError(str(exc.__context__)))
+            else:
+                waiter.set_exception(HttpTransportError(f"malformed HTTP response: {exc}"))
+            return
+        if resp.complete:
+            self._resp = None
+            waiter.set_result(resp)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        resp, waiter = self._resp, self._waiter
+        if waiter is None or waiter.done():
+            return
+        if resp is not None and resp.reads_until_close:  # RFC 9112 §6.3 rule 8
+            resp.status = resp.parser.get_status_code()
+            resp.keep_alive = False
+            waiter.set_result(resp)
+        else:
+            waiter.set_exception(_Incomplete(self._got_bytes))
+
+    # client side
     def usable(self, now: float, idle: float) -> bool:
-        return (now - self.idle_since < idle and not self.reader.at_eof()
-                and not self.writer.is_closing())
+        return not self.closed and now - self.idle_since < idle
+
+    def send(self, payload: bytes) -> asyncio.Future[_Response]:
+        if self._transport is None or self.closed:
+            raise _Incomplete(False)
+        self._resp = _Response(self._max_body)
+        self._got_bytes = False
+        self._head_bytes = 0
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(payload)
+        return self._waiter
 
     def close(self) -> None:
-        self.writer.close()
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
 
 
 class LeanHttpClient:
@@ -187,17 +251,16 @@ class LeanHttpClient:
     async def _connect(self, key: tuple[str, str, int, bytes | None],
                        identity: ClientIdentity | None, url: str) -> _Conn:
         scheme, host, port, _ = key
+        loop = asyncio.get_running_loop()
         try:
-            if scheme == "https":
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self._context(identity), server_hostname=host,
-                    limit=_HEAD_LIMIT)
-            else:
-                reader, writer = await asyncio.open_connection(host, port, limit=_HEAD_LIMIT)
+            _t, conn = await loop.create_connection(
+                lambda: _Conn(self._max_body), host, port,
+                ssl=self._context(identity) if scheme == "https" else None,
+                server_hostname=host if scheme == "https" else None)
         except (OSError, ssl.SSLError) as exc:
             raise HttpTransportError(f"{url}: cannot connect: {type(exc).__name__}: {exc}") \
                 from exc
-        return _Conn(reader, writer)
+        return conn
 
     def _checkout(self, key: tuple[str, str, int, bytes | None]) -> _Conn | None:
         pool = self._pools.get(key)
@@ -221,47 +284,23 @@ class LeanHttpClient:
             try:
                 return await self._exchange(key, conn, payload, url)
             except _Incomplete as exc:
-                conn.close()
                 if exc.got_bytes:
                     raise HttpTransportError(f"{url}: {exc}") from exc
                 # stale keep-alive connection: the request never reached the server
-            except (OSError, ssl.SSLError) as exc:
-                conn.close()
-                if not isinstance(exc, ConnectionError | ssl.SSLError):
-                    raise HttpTransportError(f"{url}: {type(exc).__name__}: {exc}") from exc
         conn = await self._connect(key, identity, url)
         try:
             return await self._exchange(key, conn, payload, url)
         except _Incomplete as exc:
-            conn.close()
             raise HttpTransportError(f"{url}: {exc}") from exc
-        except (OSError, ssl.SSLError) as exc:
-            conn.close()
-            raise HttpTransportError(f"{url}: {type(exc).__name__}: {exc}") from exc
 
     async def _exchange(self, key: tuple[str, str, int, bytes | None], conn: _Conn,
                         payload: bytes, url: str) -> HttpResponse:
-        conn.writer.write(payload)
-        await conn.writer.drain()
-        resp = _Response(self._max_body)
-        got = False
-        while not resp.complete:
-            chunk = await conn.reader.read(65536)
-            if not chunk:
-                if resp.reads_until_close:  # RFC 9112 §6.3 rule 8: the body ends at close
-                    resp.status = resp.parser.get_status_code()
-                    conn.close()
-                    return HttpResponse(resp.status, resp.headers, b"".join(resp.body), url)
-                raise _Incomplete(got)
-            got = True
-            try:
-                resp.parser.feed_data(chunk)
-            except httptools.HttpParserError as exc:
-                conn.close()
-                if isinstance(exc.__context__, HttpTransportError):  # raised by a callback
-                    raise HttpTransportError(f"{url}: {exc.__context__}") from exc
-                raise HttpTransportError(f"{url}: malformed HTTP response: {exc}") from exc
-        if resp.keep_alive and not conn.reader.at_eof():
+        try:
+            resp = await conn.send(payload)
+        except BaseException:
+            conn.close()  # failed, timed out or cancelled: the connection is out of step
+            raise
+        if resp.keep_alive and not conn.closed:
             self._checkin(key, conn)
         else:
             conn.close()

@@ -4,10 +4,11 @@ The store needs five commands — ``SET … PX [NX]``, ``GET``, ``GETDEL``, ``DE
 ``PING``) — four of them per login. A general client's per-command machinery (connection
 pool checkout, retry wrappers, argument inspection) cost about a fifth of the broker's CPU
 per login (docs/performance.md). This client keeps one connection per process and
-*pipelines*: every command is written at once and its reply future queued; one reader task
-parses replies with hiredis (RESP2) and resolves the futures in order (Redis answers in
-order on a connection). If the connection breaks, every pending command fails with
-:class:`ConnectionError` and the next command connects again. Instead of a timer per
+*pipelines*: every command is written at once and its reply future queued; the reader (an
+asyncio protocol, no task) parses replies with hiredis (RESP2) as they arrive and resolves
+the futures in order (Redis answers in order on a connection). If the connection breaks,
+every pending command fails with :class:`ConnectionError` and the next command connects
+again. Instead of a timer per
 command, a watchdog looks at the oldest pending command a few times a second; when it has
 waited longer than ``timeout`` the connection is dropped, which fails every pending
 command (replies come in order, so nothing behind the oldest can be answered sooner).
@@ -22,7 +23,7 @@ import asyncio
 import collections
 import contextlib
 import ssl
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -42,6 +43,43 @@ def _pack(*args: bytes | str | int) -> bytes:
     return b"".join(out)
 
 
+class _RespProtocol(asyncio.Protocol):
+    """Feeds replies straight from the event loop's callback into hiredis and resolves the
+    waiting commands in order — no reader task, no stream buffers."""
+
+    def __init__(self, client: RespClient) -> None:
+        self._client = client
+        self._parser = hiredis.Reader()
+        self._transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport
+        self._transport = cast(asyncio.Transport, transport)
+
+    def write(self, data: bytes) -> None:
+        if self._transport is None or self.closed:
+            raise ConnectionError("Redis connection is closed")
+        self._transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        try:
+            while (reply := self._parser.gets()) is not False:
+                self._client._reply(reply)
+        except hiredis.ProtocolError:
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._client._lost(self, exc)
+
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+
 class RespClient:
     """``redis://[user:password@]host[:port][/db]`` or ``rediss://…`` (TLS)."""
 
@@ -54,8 +92,7 @@ class RespClient:
         self._username, self._password = username, password
         self._tls = tls
         self._timeout = timeout
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._proto: _RespProtocol | None = None
         self._pending: collections.deque[tuple[asyncio.Future[Any], float]] = (
             collections.deque())
         self._watchdog: asyncio.Task[None] | None = None
@@ -106,109 +143,86 @@ class RespClient:
             with contextlib.suppress(BaseException):
                 await self._watchdog
             self._watchdog = None
-        w, self._writer = self._writer, None
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader_task
-            self._reader_task = None
-        if w is not None:
-            w.close()
-            with contextlib.suppress(Exception):
-                await w.wait_closed()
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            proto.close()
         self._fail_pending(ConnectionError("the Redis client was closed"))
 
     # ------------------------------------------------------------------ plumbing
 
     async def _command(self, *args: bytes | str | int) -> Any:
-        writer = self._writer
-        if writer is None or writer.is_closing():
-            writer = await self._connect()
+        proto = self._proto
+        if proto is None or proto.closed:
+            proto = await self._connect()
+        return await self._send(proto, _pack(*args))
+
+    def _send(self, proto: _RespProtocol, packed: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         # write + enqueue without an await in between: replies stay in command order
-        writer.write(_pack(*args))
+        proto.write(packed)
         self._pending.append((fut, loop.time() + self._timeout))
-        return await fut
+        return fut
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> _RespProtocol:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._writer is not None and not self._writer.is_closing():
-                return self._writer
+            if self._proto is not None and not self._proto.closed:
+                return self._proto
+            loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout(self._timeout):
-                    reader, writer = await asyncio.open_connection(
-                        self._host, self._port, ssl=self._tls,
+                    _t, proto = await loop.create_connection(
+                        lambda: _RespProtocol(self), self._host, self._port, ssl=self._tls,
                         server_hostname=self._host if self._tls else None)
-                    parser = hiredis.Reader()
-                    hello: list[bytes] = []
-                    if self._password is not None:
-                        hello.append(_pack("AUTH", self._username, self._password)
-                                     if self._username else _pack("AUTH", self._password))
-                    if self._db:
-                        hello.append(_pack("SELECT", self._db))
-                    if hello:
-                        writer.write(b"".join(hello))
-                        for _ in hello:
-                            reply = await self._read_one(reader, parser)
-                            if isinstance(reply, hiredis.ReplyError):
-                                writer.close()
-                                raise ConnectionError(f"Redis refused the connection set-up: "
-                                                      f"{reply}")
             except (OSError, TimeoutError) as exc:
                 raise ConnectionError(f"cannot reach Redis at {self._host}:{self._port}: "
                                       f"{type(exc).__name__}") from exc
-            self._writer = writer
-            self._reader_task = asyncio.create_task(self._read_loop(reader, parser, writer))
+            hello: list[bytes] = []
+            if self._password is not None:
+                hello.append(_pack("AUTH", self._username, self._password)
+                             if self._username else _pack("AUTH", self._password))
+            if self._db:
+                hello.append(_pack("SELECT", self._db))
+            try:
+                for cmd in hello:
+                    await self._send(proto, cmd)
+            except RespError as exc:
+                proto.close()
+                raise ConnectionError(f"Redis refused the connection set-up: {exc}") from exc
+            self._proto = proto
             if self._watchdog is None or self._watchdog.done():
                 self._watchdog = asyncio.create_task(self._watch())
-            return writer
+            return proto
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(min(0.25, self._timeout / 4))
             if self._pending and self._pending[0][1] < loop.time():
-                w, self._writer = self._writer, None
-                if w is not None:
-                    w.close()
+                proto, self._proto = self._proto, None
+                if proto is not None:
+                    proto.close()
                 self._fail_pending(TimeoutError(
                     f"Redis did not answer within {self._timeout} s"))
 
-    @staticmethod
-    async def _read_one(reader: asyncio.StreamReader, parser: hiredis.Reader) -> Any:
-        while True:
-            reply = parser.gets()
-            if reply is not False:
-                return reply
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionError("Redis closed the connection")
-            parser.feed(data)
+    def _reply(self, reply: Any) -> None:
+        if not self._pending:
+            raise hiredis.ProtocolError("a reply nobody asked for")
+        fut, _deadline = self._pending.popleft()
+        if fut.done():
+            return  # its caller was cancelled; the reply is dropped
+        if isinstance(reply, hiredis.ReplyError):
+            fut.set_exception(RespError(str(reply)))
+        else:
+            fut.set_result(reply)
 
-    async def _read_loop(self, reader: asyncio.StreamReader, parser: hiredis.Reader,
-                         writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    raise ConnectionError("Redis closed the connection")
-                parser.feed(data)
-                while (reply := parser.gets()) is not False:
-                    fut, _deadline = self._pending.popleft()
-                    if fut.done():
-                        continue  # its caller was cancelled; the reply is dropped
-                    if isinstance(reply, hiredis.ReplyError):
-                        fut.set_exception(RespError(str(reply)))
-                    else:
-                        fut.set_result(reply)
-        except (ConnectionError, OSError, hiredis.ProtocolError, IndexError) as exc:
-            if self._writer is writer:
-                self._writer = None
-            writer.close()
-            self._fail_pending(ConnectionError(f"Redis connection lost: {type(exc).__name__}"))
+    def _lost(self, proto: _RespProtocol, exc: BaseException | None) -> None:
+        if self._proto is proto:
+            self._proto = None
+        detail = type(exc).__name__ if exc is not None else "closed by the server"
+        self._fail_pending(ConnectionError(f"Redis connection lost: {detail}"))
 
     def _fail_pending(self, exc: Exception) -> None:
         while self._pending:
