@@ -416,7 +416,7 @@ def _dec_value(kind: str, value: Any, name: str) -> Any:
         ok = isinstance(value, dict)
     elif kind == "app":
         return _from_obj(AppRequest, value)
-    else:  # pragma: no cover - programming error in the field table
+    else:  # a programming error in the field table
         raise AssertionError(kind)
     if not ok:
         raise CorruptTransaction(f"stored login member {name!r} has the wrong type")

@@ -566,7 +566,7 @@ class SectoralIdP:
         if not hmac.compare_digest(digest, req.code_challenge):
             raise OAuthError(400, "invalid_grant", "code_verifier does not match (RFC 7636)")
         person = find_person(issued.kvnr)
-        if person is None:  # pragma: no cover - persons are static
+        if person is None:  # persons are static; a stale KVNR in a code
             raise OAuthError(400, "invalid_grant", "person vanished")
         id_token = self.build_id_token(req, person, now)
         return JSONResponse(

@@ -263,7 +263,7 @@ async def push_authorization_request(
                 status=200,
             )
         raise _error_from(resp, request.endpoint)
-    raise AssertionError("unreachable")  # pragma: no cover
+    raise AssertionError("unreachable")
 
 
 def authorization_redirect_url(
