@@ -119,8 +119,10 @@ async def test_ofcli_agrees_with_our_resolver(sandbox: Running, interop_python: 
             ours = await resolver.resolve(entity_id, "openid_provider")
 
             # 1. resolved metadata (ofcli: chain + policies, TrustChain.get_metadata)
+            # --stock: ofcli exactly as published; the sandbox master accepts a fetch with
+            # `sub` only, as OpenID Federation 1.0 §8.1.1 defines it
             _, out, _ = await _run(interop_python, OFCLI, [
-                "resolve", entity_id, "--ta", master, "--entity-type", "openid_provider",
+                "--stock", "resolve", entity_id, "--ta", master, "--entity-type", "openid_provider",
             ], env)
             theirs_md = json.loads(out)
             ours_md = ours.metadata("openid_provider")
@@ -130,7 +132,7 @@ async def test_ofcli_agrees_with_our_resolver(sandbox: Running, interop_python: 
 
             # 2. the chain and its expiry
             _, out, _ = await _run(interop_python, OFCLI, [
-                "trustchains", entity_id, "--ta", master, "--details",
+                "--stock", "trustchains", entity_id, "--ta", master, "--details",
             ], env)
             chains = json.loads(out)
             assert list(chains) == ["chain 0"], f"{entity_id}: ofcli found {list(chains)}"
