@@ -92,3 +92,4 @@ class UnknownSigningKey(IdTokenError):
     def __init__(self, message: str, *, kid: str | None) -> None:
         super().__init__(message, reason="unknown_kid")
         self.kid = kid
+

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..crypto.jose import JWK, JoseError, JWSSignatureError, parse_jws, verify_jws
+from ..crypto.jose import JWK
 from ..http import HttpClient, HttpTransportError
 from .errors import IdpListError, sanitize
+from .signed import verify_federation_jws
 
 __all__ = [
     "IDP_LIST_TYP",
@@ -164,26 +165,9 @@ def verify_idp_list(
     ``master_keys`` must already be trusted (from the master's entity configuration
     verified against the pinned key, A_23046); ``master`` is the master's entity id.
     """
-    try:
-        parsed = parse_jws(token, expected_typ=IDP_LIST_TYP)
-    except JoseError as exc:
-        raise IdpListError(f"IdP list from {sanitize(master)} is not a valid JWS: {exc}") from exc
-    if parsed.kid is None:
-        raise IdpListError(f"IdP list from {sanitize(master)} has no kid in its header")
-    try:
-        verify_jws(parsed, master_keys, require_kid=True)
-    except JWSSignatureError as exc:
-        raise IdpListError(
-            f"IdP list signature does not verify with the master's federation keys: {exc}"
-        ) from exc
-    try:
-        claims = parsed.payload_json()
-    except JoseError as exc:
-        raise IdpListError(f"IdP list payload is unusable: {exc}") from exc
-    if claims.get("iss") != master:
-        raise IdpListError(
-            f"IdP list iss {sanitize(claims.get('iss'))!r} is not the master {sanitize(master)!r}"
-        )
+    _parsed, claims = verify_federation_jws(
+        token, master_keys, what=f"IdP list from {sanitize(master)}", issuer=master,
+        issuer_role="master", error=IdpListError, expected_typ=IDP_LIST_TYP)
     iat = _number(claims, "iat")
     exp = _number(claims, "exp")
     if iat > now + leeway:

@@ -26,9 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..crypto.jose import JWK, JoseError, JWSSignatureError, parse_jws, verify_jws
+from ..crypto.jose import JWK, JoseError
 from ..http import HttpClient, HttpTransportError
 from .errors import SignedJwksError, sanitize
+from .signed import verify_federation_jws
 
 __all__ = [
     "SIGNED_JWKS_CONTENT_TYPES",
@@ -72,30 +73,13 @@ def verify_signed_jwks(
 ) -> SignedJwks:
     """Verify a signed JWKS of ``idp`` with its (already trusted) federation keys."""
     who = sanitize(idp)
-    try:
-        parsed = parse_jws(token)
-    except JoseError as exc:
-        raise SignedJwksError(f"signed JWKS of {who} is not a valid JWS: {exc}") from exc
+    parsed, claims = verify_federation_jws(
+        token, federation_keys, what=f"signed JWKS of {who}", issuer=idp, issuer_role="IdP",
+        error=SignedJwksError)
     typ = parsed.header.get("typ")
     if isinstance(typ, str) and typ.lower() in _FOREIGN_TYPS:
         raise SignedJwksError(f"signed JWKS of {who} has the typ {sanitize(typ)!r} of "
                               "another federation object")
-    if parsed.kid is None:
-        raise SignedJwksError(f"signed JWKS of {who} has no kid in its header")
-    try:
-        verify_jws(parsed, federation_keys, require_kid=True)
-    except JWSSignatureError as exc:
-        raise SignedJwksError(
-            f"signed JWKS of {who} does not verify with its federation keys: {exc}"
-        ) from exc
-    try:
-        claims = parsed.payload_json()
-    except JoseError as exc:
-        raise SignedJwksError(f"signed JWKS of {who}: {exc}") from exc
-    if claims.get("iss") != idp:
-        raise SignedJwksError(
-            f"signed JWKS iss {sanitize(claims.get('iss'))!r} is not the IdP {who!r}"
-        )
     iat = claims.get("iat")
     if not _num(iat):
         raise SignedJwksError(f"signed JWKS of {who} lacks a numeric 'iat'")
