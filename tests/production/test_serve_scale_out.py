@@ -17,12 +17,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
-import psycopg
 import pytest
 import redis
 
@@ -60,17 +58,8 @@ def _wait_json_line(proc: subprocess.Popen[str], timeout: float = 30) -> dict:
     raise AssertionError("no JSON line in time")
 
 
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    name = f"hidb_serve_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, database_url: str) -> None:
+def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, pg_url: str) -> None:
+    database_url = pg_url
     prefix = f"hidb-test-{uuid.uuid4().hex[:8]}:"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs: list[subprocess.Popen[str]] = []

@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -13,20 +10,7 @@ from sqlalchemy import inspect
 from healthid_broker.storage import default_database_url, make_engine, migrate
 from healthid_broker.storage.models import Base
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 FORBIDDEN = ("kvnr", "birth", "given_name", "family_name", "email", "geburtsdatum", "id_token")
-
-
-@pytest.fixture
-def pg_db() -> Iterator[str]:
-    name = f"h3_storage_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _assert_no_drift(url: str) -> None:
@@ -51,8 +35,8 @@ def test_sqlite_migrations_match_models(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_migrations_match_models(pg_db: str) -> None:
-    _assert_no_drift(pg_db)
+def test_postgres_migrations_match_models(pg_url: str) -> None:
+    _assert_no_drift(pg_url)
 
 
 def test_no_identity_data_columns() -> None:
