@@ -55,14 +55,15 @@ def redirect_params(r: httpx.Response, redirect_uri: str) -> dict[str, str]:
 
 def login_code(demo: DemoThread, *, client_id: str | None = None,
                redirect_uri: str | None = None, slug: str = "nordkasse",
-               kvnr: str | None = None, **over: str) -> tuple[str, str, dict[str, str]]:
+               kvnr: str | None = None, issuer: str | None = None,
+               **over: str) -> tuple[str, str, dict[str, str]]:
     """A real authorization code (gateway path); returns (code, verifier, params)."""
     info = demo.info
     verifier, challenge = pkce_pair()
     params = base_params(demo, client_id=client_id or info["client_id"],
                          redirect_uri=redirect_uri or info["redirect_uri"],
                          code_challenge=challenge, idp_hint=demo.idp(slug), **over)
-    res = browser_login(authorize_url(info, params), params["redirect_uri"], idp=None,
+    res = browser_login(authorize_url(info, params, issuer), params["redirect_uri"], idp=None,
                         kvnr=kvnr or PERSONS[0].kvnr)
     assert "code" in res.params, res.params.get("error")
     return res.params["code"], verifier, res.params
