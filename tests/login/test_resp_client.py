@@ -98,7 +98,11 @@ async def test_reconnects_after_the_server_drops_the_connection(prefix: str) -> 
     admin = Redis(host="127.0.0.1", port=6379)
     try:
         assert await c.ping()
-        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        assert c._proto is not None and c._proto._transport is not None
+        first = c._proto
+        host, port = first._transport.get_extra_info("sockname")[:2]
+        # kill exactly this client's connection (other tests' connections stay untouched)
+        await admin.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
         await asyncio.sleep(0.05)
         # the first command may see the dead connection; the client must recover
         for _ in range(3):
@@ -110,6 +114,7 @@ async def test_reconnects_after_the_server_drops_the_connection(prefix: str) -> 
         else:
             pytest.fail("the client did not reconnect")
         assert await c.get(prefix + "k") == b"v"
+        assert first.closed and c._proto is not first  # it really was a new connection
     finally:
         await c.aclose()
         await admin.aclose()
