@@ -31,9 +31,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..crypto.jose import JWK
-from ..http import HttpClient, HttpTransportError
+from ..http import HttpClient
 from .errors import IdpListError, sanitize
-from .signed import verify_federation_jws
+from .signed import fetch_compact_jws, verify_federation_jws
 
 __all__ = [
     "IDP_LIST_TYP",
@@ -203,17 +203,6 @@ async def fetch_idp_list(
     allow_loopback_http_logos: bool = False,
 ) -> IdpList:
     """GET the master's ``idp_list_endpoint`` and :func:`verify_idp_list` the answer."""
-    try:
-        resp = await http.get(url)
-    except HttpTransportError as exc:
-        raise IdpListError(f"IdP list endpoint {sanitize(url)} unreachable: {exc}") from exc
-    if resp.status != 200:
-        raise IdpListError(
-            f"IdP list endpoint {sanitize(url)} answered HTTP {resp.status}", status=resp.status
-        )
-    try:
-        token = resp.content.decode("ascii").strip()
-    except UnicodeDecodeError as exc:
-        raise IdpListError(f"IdP list from {sanitize(url)} is not a compact JWS") from exc
+    token = await fetch_compact_jws(http, url, what="IdP list", error=IdpListError)
     return verify_idp_list(token, master_keys, master=master, now=now, leeway=leeway,
                            allow_loopback_http_logos=allow_loopback_http_logos)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from ..crypto.jose import JWK, JoseError, JWSSignatureError, ParsedJWS, parse_jws, verify_jws
+from ..http import HttpClient, HttpTransportError
 from .errors import UpstreamError, sanitize
 
 
@@ -42,3 +43,29 @@ def verify_federation_jws(
         raise error(f"{what}: iss {sanitize(claims.get('iss'))!r} is not the {issuer_role} "
                     f"{sanitize(issuer)!r}")
     return parsed, claims
+
+
+async def fetch_compact_jws(
+    http: HttpClient,
+    url: str,
+    *,
+    what: str,
+    error: type[UpstreamError],
+    content_types: Collection[str] | None = None,
+) -> str:
+    """GET ``url`` and return its body as a compact JWS string; transport failures, non-200
+    answers, an unexpected content type and non-ASCII bodies raise ``error``."""
+    try:
+        resp = await http.get(url)
+    except HttpTransportError as exc:
+        raise error(f"{what} unreachable at {sanitize(url)}: {exc}") from exc
+    if resp.status != 200:
+        raise error(f"{sanitize(url)} answered HTTP {resp.status} for the {what}",
+                    status=resp.status)
+    if content_types is not None and resp.content_type not in content_types:
+        raise error(f"{sanitize(url)} answered the {what} with content type "
+                    f"{sanitize(resp.content_type)!r}, expected one of {sorted(content_types)}")
+    try:
+        return resp.content.decode("ascii").strip()
+    except UnicodeDecodeError as exc:
+        raise error(f"the {what} from {sanitize(url)} is not a compact JWS") from exc

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..crypto.jose import JWK, JoseError
-from ..http import HttpClient, HttpTransportError
+from ..http import HttpClient
 from .errors import SignedJwksError, sanitize
-from .signed import verify_federation_jws
+from .signed import fetch_compact_jws, verify_federation_jws
 
 __all__ = [
     "SIGNED_JWKS_CONTENT_TYPES",
@@ -117,21 +117,7 @@ async def fetch_signed_jwks(
     leeway: int = DEFAULT_LEEWAY,
 ) -> SignedJwks:
     """GET ``signed_jwks_uri`` (from the IdP's verified metadata) and verify the answer."""
-    try:
-        resp = await http.get(url)
-    except HttpTransportError as exc:
-        raise SignedJwksError(f"signed JWKS of {sanitize(idp)} unreachable: {exc}") from exc
-    if resp.status != 200:
-        raise SignedJwksError(
-            f"signed_jwks_uri {sanitize(url)} answered HTTP {resp.status}", status=resp.status
-        )
-    if resp.content_type not in SIGNED_JWKS_CONTENT_TYPES:
-        raise SignedJwksError(
-            f"signed_jwks_uri {sanitize(url)} answered with content type "
-            f"{sanitize(resp.content_type)!r}, expected application/jwk-set+json"
-        )
-    try:
-        token = resp.content.decode("ascii").strip()
-    except UnicodeDecodeError as exc:
-        raise SignedJwksError(f"signed JWKS of {sanitize(idp)} is not a compact JWS") from exc
+    token = await fetch_compact_jws(http, url, what=f"signed JWKS of {sanitize(idp)}",
+                                    error=SignedJwksError,
+                                    content_types=SIGNED_JWKS_CONTENT_TYPES)
     return verify_signed_jwks(token, federation_keys, idp=idp, now=now, leeway=leeway)
