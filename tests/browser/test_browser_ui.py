@@ -319,8 +319,8 @@ def test_security_headers_enforced_by_the_browser(
     chooser_url = page.url
 
     # The page works under that policy: stylesheet applied, the script filters the list.
-    assert page.locator(".sandbox-banner").evaluate(
-        "e => getComputedStyle(e).backgroundColor") == "rgb(255, 213, 79)"
+    # (to_have_css waits: the stylesheet may still be loading when the response is in.)
+    expect(page.locator(".sandbox-banner")).to_have_css("background-color", "rgb(255, 213, 79)")
     page.get_by_label(DE["search"]).fill("privat")
     expect(page.locator("#idp-list li:visible")).to_have_count(1)
     assert s.console.clean() == []

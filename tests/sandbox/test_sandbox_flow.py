@@ -247,10 +247,15 @@ async def test_authorize_expired_request_uri(tmp_path) -> None:  # type: ignore[
         assert res.status_code == 400
 
 
+def _tamper(verifier: str) -> str:
+    """The verifier with its last character changed (never to itself)."""
+    return verifier[:-1] + ("B" if verifier.endswith("A") else "A")
+
+
 async def test_token_errors(env: Env) -> None:
     rp = env.rps["rp"]
     q, verifier, _ = await _login(env, rp, "nordkasse", "X110411675")
-    bad = await _token(env, rp, "nordkasse", q["code"], verifier[:-1] + "A")
+    bad = await _token(env, rp, "nordkasse", q["code"], _tamper(verifier))
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_grant"
 
     q, verifier, _ = await _login(env, rp, "nordkasse", "X110411675")
