@@ -138,14 +138,19 @@ async def start_child(name: str, argv: Sequence[str], log_path: Path,
     return child, info
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process (all its threads) in seconds, from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
         stat = fh.read()
     fields = stat[stat.rindex(")") + 2:].split()
     # fields[0] is field 3 (state); utime/stime are fields 14/15 (man 5 proc)
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads)."""
+    return sum(cpu_split(pid))
 
 
 def rss_bytes(pid: int) -> int:
@@ -431,6 +436,9 @@ def render(rep: dict[str, Any]) -> str:
     verdict = "n/a" if cpu is None else ("meets" if cpu <= TARGET_CPU_MS else "MISSES")
     lines.append(f"broker CPU           {cpu} ms per login ({verdict} target "
                  f"≤ {TARGET_CPU_MS} ms; process also hosts the idle demo app)")
+    split = rep.get("broker_cpu_ms_per_login_user_system")
+    if split:
+        lines.append(f"  user / system      {split[0]} / {split[1]} ms")
     by_step = rep.get("broker_cpu_ms_by_step")
     if by_step:
         lines.append("  by step (sequential, " + str(rep["step_cpu_logins"]) + " logins): "
@@ -501,16 +509,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.profile:
                 broker.proc.send_signal(signal.SIGUSR1)  # bench/_broker_entry.py
                 await asyncio.sleep(0.2)
-            cpu0, sb0 = cpu_seconds(broker.pid), cpu_seconds(sandbox.pid)
+            (u0, k0), sb0 = cpu_split(broker.pid), cpu_seconds(sandbox.pid)
             phase = await run_phase(client, target, count=args.logins,
                                     concurrency=args.concurrency, deadline=deadline_all)
-            cpu1, sb1 = cpu_seconds(broker.pid), cpu_seconds(sandbox.pid)
+            (u1, k1), sb1 = cpu_split(broker.pid), cpu_seconds(sandbox.pid)
+            cpu0, cpu1 = u0 + k0, u1 + k1
             if args.profile:
                 broker.proc.send_signal(signal.SIGUSR2)
                 await asyncio.sleep(0.5)
             n = len(phase.completed)
             extra: dict[str, Any] = {
                 "sandbox_cpu_ms_per_login": round((sb1 - sb0) * 1000 / n, 3) if n else None,
+                # where the broker's CPU went: its own code (user) or the kernel (system:
+                # syscalls, loopback TCP, TLS records handed to the socket)
+                "broker_cpu_ms_per_login_user_system": (
+                    [round((u1 - u0) * 1000 / n, 3), round((k1 - k0) * 1000 / n, 3)]
+                    if n else None),
                 "broker_rss_mib": round(rss_bytes(broker.pid) / 2**20, 1),
                 "inflight": None,
             }

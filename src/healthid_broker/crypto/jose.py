@@ -15,8 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+
+from .. import fastjson
 
 __all__ = [
     "JWK",
@@ -49,6 +51,8 @@ __all__ = [
 ]
 
 _P256_COORD_LEN = 32
+_B64U = re.compile(r"[A-Za-z0-9_-]*")
+_ES256 = ec.ECDSA(hashes.SHA256())  # immutable; one instance for every sign/verify
 
 
 class JoseError(ValueError):
@@ -74,7 +78,7 @@ def b64u_encode(data: bytes) -> str:
 def b64u_decode(data: str) -> bytes:
     if not isinstance(data, str):
         raise JoseError("base64url value must be a string")
-    if "=" in data or any(c in data for c in "+/ \n\r\t"):
+    if not _B64U.fullmatch(data):  # no padding, no whitespace, no "+/" (RFC 7515 §2)
         raise JoseError("not base64url without padding")
     try:
         return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
@@ -83,7 +87,7 @@ def b64u_decode(data: str) -> bytes:
 
 
 def _json_b64(obj: Mapping[str, Any]) -> str:
-    return b64u_encode(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+    return b64u_encode(fastjson.dumps(obj))
 
 
 def _int_to_b64(n: int) -> str:
@@ -223,7 +227,7 @@ class ParsedJWS:
 
     def payload_json(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.payload_bytes)
+            data = fastjson.loads(self.payload_bytes)
         except (ValueError, UnicodeDecodeError) as exc:
             raise JoseError("JWS payload is not JSON") from exc
         if not isinstance(data, dict):
@@ -253,10 +257,10 @@ def sign_jws(
     body = (
         payload
         if isinstance(payload, bytes)
-        else json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        else fastjson.dumps(payload)
     )
     signing_input = f"{_json_b64(header)}.{b64u_encode(body)}".encode("ascii")
-    der = key.private_key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
+    der = key.private_key.sign(signing_input, _ES256)
     r, s = decode_dss_signature(der)
     sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     return f"{signing_input.decode('ascii')}.{b64u_encode(sig)}"
@@ -270,7 +274,7 @@ def parse_jws(token: str, *, expected_typ: str | None = None) -> ParsedJWS:
     if len(parts) != 3:
         raise JWSHeaderError("a compact JWS has exactly three parts")
     try:
-        header = json.loads(b64u_decode(parts[0]))
+        header = fastjson.loads(b64u_decode(parts[0]))
     except (ValueError, UnicodeDecodeError) as exc:
         raise JWSHeaderError("JWS header is not base64url JSON") from exc
     if not isinstance(header, dict):
@@ -303,7 +307,7 @@ def _verify_sig(parsed: ParsedJWS, key: JWK) -> bool:
     s = int.from_bytes(parsed.signature[32:], "big")
     try:
         key.public_key.verify(
-            encode_dss_signature(r, s), parsed.signing_input, ec.ECDSA(hashes.SHA256())
+            encode_dss_signature(r, s), parsed.signing_input, _ES256
         )
     except InvalidSignature:
         return False
@@ -390,7 +394,7 @@ def parse_jwe_header(token: str) -> dict[str, Any]:
     if len(parts) != 5:
         raise JWEError("a compact JWE has exactly five parts")
     try:
-        header = json.loads(b64u_decode(parts[0]))
+        header = fastjson.loads(b64u_decode(parts[0]))
     except (ValueError, UnicodeDecodeError) as exc:
         raise JWEError("JWE header is not base64url JSON") from exc
     if not isinstance(header, dict):

@@ -7,13 +7,14 @@ Protocol code (``federation``, ``upstream``) never creates sockets itself: it re
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+
+from .. import fastjson
 
 __all__ = [
     "ClientIdentity",
@@ -47,7 +48,7 @@ class HttpResponse:
         return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        return fastjson.loads(self.content)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ hypothesis.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import unquote_plus
@@ -23,16 +24,27 @@ _NEEDS_QUOTING = re.compile(rb"[^A-Za-z0-9_.\-~ ]")
 _PLAIN = re.compile(r"[A-Za-z0-9_.\-~]*")
 
 
+_HEX = tuple(b"%%%02X" % c for c in range(256))
+
+
 def _escape(m: re.Match[bytes]) -> bytes:
-    return b"".join(b"%%%02X" % c for c in m.group())
+    return b"".join([_HEX[c] for c in m.group()])
+
+
+@functools.lru_cache(maxsize=256)
+def _quote_plus(value: str) -> str:
+    raw = value.encode("utf-8")
+    return _NEEDS_QUOTING.sub(_escape, raw).replace(b" ", b"+").decode("ascii")
 
 
 def quote_plus(value: str) -> str:
-    """``urllib.parse.quote_plus(value, safe="")``, quoting only what must be quoted."""
+    """``urllib.parse.quote_plus(value, safe="")``, quoting only what must be quoted.
+
+    Values that need quoting are mostly the same few per application (its issuer, redirect
+    URIs, scope), so their quoted form is remembered (bounded, least recently used)."""
     if _PLAIN.fullmatch(value):
         return value
-    raw = value.encode("utf-8")
-    return _NEEDS_QUOTING.sub(_escape, raw).replace(b" ", b"+").decode("ascii")
+    return _quote_plus(value)
 
 
 def urlencode(pairs: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:

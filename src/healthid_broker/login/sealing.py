@@ -23,7 +23,6 @@ entries unreachable (they simply expire), so it rotates rarely if at all.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import re
@@ -49,10 +48,19 @@ def _lp(data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
+_PURPOSES: dict[str, bytes] = {}  # the few purposes in use, checked once each
+
+
 def _check_purpose(purpose: str) -> bytes:
+    checked = _PURPOSES.get(purpose) if isinstance(purpose, str) else None
+    if checked is not None:
+        return checked
     if not isinstance(purpose, str) or not PURPOSE_RE.match(purpose):
         raise SealError("purpose must match [a-z][a-z0-9_.-]{0,31}")
-    return purpose.encode("ascii")
+    checked = purpose.encode("ascii")
+    if len(_PURPOSES) < 64:  # purposes are code constants; never let input grow this
+        _PURPOSES[purpose] = checked
+    return checked
 
 
 def _check_key(key: str) -> bytes:
@@ -105,10 +113,8 @@ class Sealer:
 
     def index(self, purpose: str, key: str) -> str:
         """The HMAC-SHA256 store index of (purpose, key), base64url (43 chars)."""
-        mac = hmac.new(
-            self._index_key, _lp(_check_purpose(purpose)) + _lp(_check_key(key)), hashlib.sha256
-        )
-        return b64u_encode(mac.digest())
+        return b64u_encode(hmac.digest(
+            self._index_key, _lp(_check_purpose(purpose)) + _lp(_check_key(key)), "sha256"))
 
     @staticmethod
     def _aad(kid: int, purpose: bytes, key: bytes) -> bytes:

@@ -45,12 +45,12 @@ names and a format version, so an in-flight login stays well under 2 KiB.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from .. import fastjson
 from .errors import CorruptTransaction, IllegalTransition, TransactionExpired
 
 __all__ = [
@@ -451,7 +451,7 @@ def encode(txn: LiveTransaction) -> bytes:
     body = _to_obj(txn)
     body["v"] = FORMAT_VERSION
     body["s"] = txn.state.value
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return fastjson.dumps(body)
 
 
 _BY_STATE: Mapping[str, type[Started] | type[UpstreamPending] | type[CodeIssued]] = {
@@ -464,7 +464,7 @@ _BY_STATE: Mapping[str, type[Started] | type[UpstreamPending] | type[CodeIssued]
 def decode(data: bytes, expected: type[_T]) -> _T:
     """Decode :func:`encode` output and insist on the ``expected`` state's class."""
     try:
-        obj = json.loads(data)
+        obj = fastjson.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise CorruptTransaction("stored login is not JSON") from None
     if not isinstance(obj, dict):

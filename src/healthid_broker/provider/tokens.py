@@ -66,8 +66,8 @@ def pairwise_subject(secret: bytes, idp_iss: str, idp_sub: str) -> str:
         raise TokenError("the pairwise secret must be at least 32 bytes")
     if not idp_iss or not idp_sub:
         raise TokenError("the IdP's iss and sub are both required for a pairwise subject")
-    mac = hmac.new(secret, _lp(idp_iss.encode()) + _lp(idp_sub.encode()), hashlib.sha256)
-    return b64u_encode(mac.digest())
+    return b64u_encode(
+        hmac.digest(secret, _lp(idp_iss.encode()) + _lp(idp_sub.encode()), "sha256"))
 
 
 def at_hash(access_token: str) -> str:

@@ -471,7 +471,7 @@ class TenancyService:
             pepper = cached[1].derive(_PEPPER_LABEL)
             self._peppers[client.tenant_id] = pepper  # HKDF once per tenant, not per login
         if pepper is not None:
-            mac = hmac.new(pepper, secret.encode(), hashlib.sha256).digest()
+            mac = hmac.digest(pepper, secret.encode(), "sha256")
         else:
             with self._sessions() as s:
                 mac = self._digest(s, client.tenant_id, secret)

@@ -24,13 +24,14 @@ __all__ = [
 ]
 
 _MAX_TEXT = 120
+_NOT_PRINTABLE = re.compile(r"[^ -~]")
 # RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E ); we additionally refuse spaces.
 _ERROR_CODE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,64}$")
 
 
 def sanitize(text: object, limit: int = _MAX_TEXT) -> str:
     """Printable ASCII only, at most ``limit`` characters (``…`` marks a cut)."""
-    s = "".join(c if " " <= c <= "~" else "?" for c in str(text))
+    s = _NOT_PRINTABLE.sub("?", str(text))
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 

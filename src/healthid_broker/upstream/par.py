@@ -56,6 +56,7 @@ _B64U_43 = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _MAX_REQUEST_URI = 2048
 _MAX_EXPIRES_IN = 3600
+_VISIBLE_ASCII = re.compile(r"[!-~]+")  # RFC 9126 request_uri: visible ASCII, non-empty
 
 RandomBytes = Callable[[int], bytes]
 Sleep = Callable[[float], Awaitable[None]]
@@ -180,25 +181,27 @@ class ParResponse:
 
 
 def _parse_created(resp: HttpResponse, endpoint: str) -> ParResponse:
-    where = sanitize(endpoint)
     try:
         body: Any = resp.json()
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ParError(f"PAR answer of {where} is not JSON", status=resp.status) from exc
+        raise ParError(f"PAR answer of {sanitize(endpoint)} is not JSON",
+                       status=resp.status) from exc
     if not isinstance(body, Mapping):
-        raise ParError(f"PAR answer of {where} is not a JSON object", status=resp.status)
+        raise ParError(f"PAR answer of {sanitize(endpoint)} is not a JSON object",
+                       status=resp.status)
     uri = body.get("request_uri")
     if (
         not isinstance(uri, str)
-        or not uri
         or len(uri) > _MAX_REQUEST_URI
-        or any(not ("!" <= c <= "~") for c in uri)
+        or not _VISIBLE_ASCII.fullmatch(uri)
     ):
-        raise ParError(f"PAR answer of {where} has no usable request_uri", status=resp.status)
+        raise ParError(f"PAR answer of {sanitize(endpoint)} has no usable request_uri",
+                       status=resp.status)
     exp = body.get("expires_in")
     if isinstance(exp, bool) or not isinstance(exp, int) or not 0 < exp <= _MAX_EXPIRES_IN:
         raise ParError(
-            f"PAR answer of {where} has no usable expires_in (positive integer seconds, "
+            f"PAR answer of {sanitize(endpoint)} has no usable expires_in (positive integer "
+            "seconds, "
             f"at most {_MAX_EXPIRES_IN})",
             status=resp.status,
         )

@@ -20,10 +20,12 @@ from urllib.parse import urlencode, urlsplit
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .. import fastjson
 from ..federation.statements import ENTITY_STATEMENT_CONTENT_TYPE
 from ..http.forms import parse_qsl
 from ..provider.claims import SCOPE_CLAIMS
@@ -46,6 +48,13 @@ _env = Environment(
     loader=FileSystemLoader(_HERE / "templates"), autoescape=select_autoescape(["html"])
 )
 ENTITY_CONFIGURATION_MAX_AGE = 600
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """Starlette's JSON answer, rendered by :mod:`healthid_broker.fastjson`."""
+
+    def render(self, content: Any) -> bytes:
+        return fastjson.dumps(content)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,51 @@
+"""JSON on the login's hot path: orjson, with the standard library as the fallback.
+
+``dumps`` gives what ``json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()``
+gives (floats may be spelled differently, e.g. ``1e16`` for ``1e+16``), and ``loads``
+accepts what ``json.loads`` accepts except the non-JSON literals ``NaN``, ``Infinity`` and
+``-Infinity`` (RFC 8259 §6), which it refuses. orjson handles the common case several times
+faster (docs/performance.md); the few inputs it refuses — integers beyond 64 bits, UTF-16 or
+UTF-32 byte input — go to the standard library, so behaviour at the edges (and for hostile
+input) stays that of the standard library. ``tests/test_fastjson.py`` checks both against
+it with hypothesis.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+__all__ = ["dumps", "loads"]
+
+_LONG_DIGITS_B = re.compile(rb"[0-9]{19}")
+_LONG_DIGITS_S = re.compile(r"[0-9]{19}")
+
+
+def dumps(obj: Mapping[str, Any] | list[Any]) -> bytes:
+    """Compact UTF-8 JSON."""
+    try:
+        return orjson.dumps(obj if isinstance(obj, (dict, list)) else dict(obj))
+    except TypeError:  # orjson.JSONEncodeError: e.g. an integer beyond 64 bits
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def loads(data: bytes | str) -> Any:
+    """``json.loads``; raises :class:`ValueError` (``json.JSONDecodeError``) or
+    :class:`UnicodeDecodeError` like it."""
+    # orjson turns integers beyond 64 bits into floats; such input (any run of 19 digits,
+    # inside strings too) takes the exact path.
+    long_digits = _LONG_DIGITS_S if isinstance(data, str) else _LONG_DIGITS_B
+    if not long_digits.search(data):  # type: ignore[arg-type]
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 §6)")
