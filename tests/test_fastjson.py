@@ -102,3 +102,14 @@ def _has_non_finite(v: Any) -> bool:
     if isinstance(v, dict):
         return any(_has_non_finite(x) for x in v.values())
     return False
+
+
+def test_big_integer_deep_inside_is_exact() -> None:
+    data = b'{"a":[1.5,{"b":[123456789012345678901234]}],"c":"1234567890123456789"}'
+    assert fastjson.loads(data) == json.loads(data)
+    assert fastjson.loads(data)["a"][1]["b"][0] == 123456789012345678901234
+
+
+def test_deep_nesting_needs_no_recursion() -> None:
+    data = "[" * 900 + "1.5" + "]" * 900
+    assert fastjson.loads(data) == json.loads(data)

@@ -13,16 +13,12 @@ it with hypothesis.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 __all__ = ["dumps", "loads"]
-
-_LONG_DIGITS_B = re.compile(rb"[0-9]{19}")
-_LONG_DIGITS_S = re.compile(r"[0-9]{19}")
 
 
 def dumps(obj: Mapping[str, Any] | list[Any]) -> bytes:
@@ -36,15 +32,40 @@ def dumps(obj: Mapping[str, Any] | list[Any]) -> bytes:
 def loads(data: bytes | str) -> Any:
     """``json.loads``; raises :class:`ValueError` (``json.JSONDecodeError``) or
     :class:`UnicodeDecodeError` like it."""
-    # orjson turns integers beyond 64 bits into floats; such input (any run of 19 digits,
-    # inside strings too) takes the exact path.
-    long_digits = _LONG_DIGITS_S if isinstance(data, str) else _LONG_DIGITS_B
-    if not long_digits.search(data):  # type: ignore[arg-type]
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(data, parse_constant=_refuse_constant)
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data, parse_constant=_refuse_constant)
+    # orjson reads integers beyond 64 bits as floats (of magnitude >= 2**63); only when such
+    # a float is in the result is the input read again, exactly.
+    if _has_huge_float(obj):
+        return json.loads(data, parse_constant=_refuse_constant)
+    return obj
+
+
+_HUGE = float(2**63)
+
+
+def _has_huge_float(obj: Any) -> bool:
+    if type(obj) is float:
+        return not -_HUGE < obj < _HUGE
+    stack = [obj]
+    while stack:
+        v = stack.pop()
+        if type(v) is dict:
+            items: Any = v.values()
+        elif type(v) is list:
+            items = v
+        else:
+            continue
+        for x in items:
+            t = type(x)
+            if t is float:
+                if not -_HUGE < x < _HUGE:
+                    return True
+            elif t is dict or t is list:
+                stack.append(x)
+    return False
 
 
 def _refuse_constant(name: str) -> Any:

@@ -188,7 +188,7 @@ class Demo:
             redis_client = RespClient.from_url(cfg.redis_url)
             store_backend = RedisBackend(redis_client, prefix="hidb-demo:")
         self.runtime = build_broker(settings, self.tenancy, store_backend=store_backend,
-                                    extra_routes=list(demo_app.routes))
+                                    mounts={"/app": demo_app})
         if redis_client is not None:
             self.runtime.closers.append(redis_client.aclose)
         ctx = server_context(str(tls_dir / "broker.pem"), str(tls_dir / "broker.key"))

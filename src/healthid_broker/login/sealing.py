@@ -23,7 +23,6 @@ entries unreachable (they simply expire), so it rotates rarely if at all.
 
 from __future__ import annotations
 
-import hmac
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -32,6 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..crypto.jose import b64u_encode
+from ..crypto.mac import HmacSha256
 from .errors import SealError
 
 __all__ = ["PURPOSE_RE", "Sealer"]
@@ -95,7 +95,7 @@ class Sealer:
             raise SealError("the index key must be at least 32 bytes")
         self._aead = {kid: AESGCM(bytes(k)) for kid, k in keys.items()}
         self._current = current
-        self._index_key = bytes(index_key)
+        self._index_mac = HmacSha256(bytes(index_key))
         self._random = random
 
     @classmethod
@@ -113,8 +113,8 @@ class Sealer:
 
     def index(self, purpose: str, key: str) -> str:
         """The HMAC-SHA256 store index of (purpose, key), base64url (43 chars)."""
-        return b64u_encode(hmac.digest(
-            self._index_key, _lp(_check_purpose(purpose)) + _lp(_check_key(key)), "sha256"))
+        return b64u_encode(
+            self._index_mac.digest(_lp(_check_purpose(purpose)) + _lp(_check_key(key))))
 
     @staticmethod
     def _aad(kid: int, purpose: bytes, key: bytes) -> bytes:

@@ -14,14 +14,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import hmac
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..crypto.jose import JWK, b64u_encode, encrypt_jwe, sign_jws
+from ..crypto.mac import HmacSha256
 
 __all__ = [
     "ACCESS_TOKEN_MAX_LIFETIME",
@@ -66,8 +67,12 @@ def pairwise_subject(secret: bytes, idp_iss: str, idp_sub: str) -> str:
         raise TokenError("the pairwise secret must be at least 32 bytes")
     if not idp_iss or not idp_sub:
         raise TokenError("the IdP's iss and sub are both required for a pairwise subject")
-    return b64u_encode(
-        hmac.digest(secret, _lp(idp_iss.encode()) + _lp(idp_sub.encode()), "sha256"))
+    return b64u_encode(_keyed(secret).digest(_lp(idp_iss.encode()) + _lp(idp_sub.encode())))
+
+
+@functools.lru_cache(maxsize=256)  # one per application
+def _keyed(secret: bytes) -> HmacSha256:
+    return HmacSha256(secret)
 
 
 def at_hash(access_token: str) -> str:

@@ -34,6 +34,7 @@ from healthid_broker.crypto.envelope import (
 from healthid_broker.crypto.jose import JWK, JoseError
 from healthid_broker.crypto.key_provider import KeyProvider
 from healthid_broker.crypto.keys import public_key_pem
+from healthid_broker.crypto.mac import HmacSha256
 from healthid_broker.storage.models import (
     AppKey,
     Application,
@@ -152,7 +153,7 @@ class TenancyService:
         self._provider = key_provider
         self.policy = policy or RotationPolicy()
         self._dek_cache: dict[str, tuple[str, DataKey]] = {}
-        self._peppers: dict[str, bytes] = {}
+        self._peppers: dict[str, HmacSha256] = {}  # keyed with each tenant's pepper
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
@@ -468,10 +469,10 @@ class TenancyService:
         pepper = self._peppers.get(client.tenant_id)
         cached = self._dek_cache.get(client.tenant_id)
         if pepper is None and cached is not None:
-            pepper = cached[1].derive(_PEPPER_LABEL)
+            pepper = HmacSha256(cached[1].derive(_PEPPER_LABEL))
             self._peppers[client.tenant_id] = pepper  # HKDF once per tenant, not per login
         if pepper is not None:
-            mac = hmac.digest(pepper, secret.encode(), "sha256")
+            mac = pepper.digest(secret.encode())
         else:
             with self._sessions() as s:
                 mac = self._digest(s, client.tenant_id, secret)

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.responses import JSONResponse as _StarletteJSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from .. import fastjson
@@ -41,7 +41,7 @@ from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
 from ..upstream.entity_configuration import sign_entity_configuration
 from ..upstream.errors import UpstreamError
 from .i18n import ERRORS, TEXTS, pick_language
-from .security import CSP, Guard, incident_id
+from .security import CSP, ASGIApp, Guard, Receive, Scope, Send, incident_id
 
 _HERE = Path(__file__).parent
 _env = Environment(
@@ -298,14 +298,14 @@ class BrokerWeb:
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def not_found(self, request: Request, exc: Exception) -> Response:
+    async def not_found(self, request: Request) -> Response:
         if _wants_json(request):
             return JSONResponse({"error": "not_found"}, 404)
         return self.error_page(request, "not_found", 404)
 
-    async def server_error(self, request: Request, exc: Exception) -> Response:
-        """Starlette's last-resort handler: a friendly page or OAuth-style JSON with an
-        incident id; the :class:`Guard` logs the exception's type under the same id."""
+    async def server_error(self, request: Request) -> Response:
+        """The last-resort answer: a friendly page or OAuth-style JSON with an incident id;
+        the :class:`Guard` logs the exception's type under the same id."""
         incident = incident_id(request.scope)
         if _wants_json(request):
             return JSONResponse({"error": "server_error",
@@ -313,32 +313,91 @@ class BrokerWeb:
                                 500)
         return self.error_page(request, "server_error", 500, incident=incident)
 
-    async def method_not_allowed(self, request: Request, exc: Exception) -> Response:
+    async def method_not_allowed(self, request: Request, allowed: frozenset[str]) -> Response:
         return JSONResponse({"error": "invalid_request",
-                             "error_description": "method not allowed"}, 405)
+                             "error_description": "method not allowed"}, 405,
+                            headers={"allow": ", ".join(sorted(allowed))})  # RFC 9110 §15.5.6
 
-    def routes(self) -> list[Route | Mount]:
-        p = "/{short_key:str}"
-        return [  # the three routes of every login first: routing tries them in order
-            Route(f"{p}/authorize", self.authorize, methods=["GET"]),
-            Route(f"{p}/callback", self.callback, methods=["GET"]),
-            Route(f"{p}/token", self.token, methods=["POST"]),
-            Route(f"{p}/authorize/choose", self.choose, methods=["POST"]),
-            Route(f"{p}/.well-known/openid-federation", self.entity_configuration),
-            Route(f"{p}/.well-known/openid-configuration", self.discovery),
-            Route(f"{p}/jwks", self.jwks),
-            Route(f"{p}/idps", self.idps),
-            Route("/healthz", self.healthz),
-            Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
-        ]
+    def endpoints(self) -> dict[str, tuple[Endpoint, frozenset[str]]]:
+        """Per application: path below ``/<short-key>/`` → (endpoint, methods)."""
+        return {
+            "authorize": (self.authorize, _GET),
+            "callback": (self.callback, _GET),
+            "token": (self.token, _POST),
+            "authorize/choose": (self.choose, _POST),
+            ".well-known/openid-federation": (self.entity_configuration, _GET),
+            ".well-known/openid-configuration": (self.discovery, _GET),
+            "jwks": (self.jwks, _GET),
+            "idps": (self.idps, _GET),
+        }
 
 
-def create_broker_app(web: BrokerWeb, extra_routes: list[Route | Mount] | None = None,
-                      *, hsts: bool = True) -> Any:
-    """The public role's ASGI app: routes, 404/405 pages, security headers, error guard."""
-    app = Starlette(
-        routes=[*(extra_routes or []), *web.routes()],
-        exception_handlers={404: web.not_found, 405: web.method_not_allowed,
-                            Exception: web.server_error},
-    )
-    return Guard(app, hsts=hsts)
+Endpoint = Callable[[Request], Awaitable[Response]]
+_GET = frozenset({"GET", "HEAD"})
+_POST = frozenset({"POST"})
+
+
+class BrokerApp:
+    """The public role's routing: one table lookup per request.
+
+    ``/<short-key>/<endpoint>`` for every application (:meth:`BrokerWeb.endpoints`),
+    ``/healthz``, the stylesheet and script under ``/static``, and optionally other ASGI apps
+    under their own path prefix (the demo app under ``/app``), which take precedence. Paths
+    match exactly (no trailing-slash redirects); anything else is a 404, a wrong method a
+    405 with ``Allow``. An exception in an endpoint becomes :meth:`BrokerWeb.server_error`'s
+    answer and is re-raised for the :class:`Guard` to log (with the same incident id).
+
+    A dictionary lookup instead of a router that tries a regular expression per route and a
+    middleware stack of its own: the three requests of every login pass through here, and
+    this path is part of the broker's CPU per login (docs/performance.md).
+    """
+
+    def __init__(self, web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = None) -> None:
+        self.web = web
+        self._per_app = web.endpoints()
+        self._plain: dict[str, tuple[Endpoint, frozenset[str]]] = {
+            "/healthz": (web.healthz, _GET)}
+        self._mounts = [(prefix.rstrip("/"), app) for prefix, app in (mounts or {}).items()]
+        self._static = Mount("/static", StaticFiles(directory=_HERE / "static"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # no websockets; lifespan events are not used
+        path: str = scope["path"]
+        route = self._plain.get(path)
+        if route is None:
+            for prefix, app in self._mounts:
+                if path == prefix or path.startswith(prefix + "/"):
+                    await app(scope, receive, send)
+                    return
+            short_key, slash, rest = path[1:].partition("/")
+            if slash and short_key:
+                route = self._per_app.get(rest)
+                scope["path_params"] = {"short_key": short_key}
+            if route is None and path.startswith("/static/"):
+                if scope["method"] in _GET:
+                    try:
+                        await self._static(scope, receive, send)
+                        return
+                    except HTTPException:  # StaticFiles' "no such file"
+                        pass
+                else:
+                    route = (self.web.not_found, _GET)  # → 405
+        request = Request(scope, receive)
+        try:
+            if route is None:
+                response = await self.web.not_found(request)
+            elif scope["method"] not in route[1]:
+                response = await self.web.method_not_allowed(request, route[1])
+            else:
+                response = await route[0](request)
+        except Exception:
+            await (await self.web.server_error(request))(scope, receive, send)
+            raise  # the Guard logs it under the incident id the answer names
+        await response(scope, receive, send)
+
+
+def create_broker_app(web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = None,
+                      *, hsts: bool = True) -> Guard:
+    """The public role's ASGI app: routes, 404/405 answers, security headers, error guard."""
+    return Guard(BrokerApp(web, mounts), hsts=hsts)

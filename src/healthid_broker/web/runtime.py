@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,7 +226,7 @@ def build_broker(
     store_backend: Any = None,
     sealer: Sealer | None = None,
     clock: Callable[[], float] = time.time,
-    extra_routes: list[Any] | None = None,
+    mounts: Mapping[str, Any] | None = None,
     par_retry_pause: float = 1.0,
 ) -> BrokerRuntime:
     settings.check()
@@ -254,7 +254,7 @@ def build_broker(
         directory, login_store, upstream, client_auth, clock=clock,
         token_endpoint=lambda app: urls.public(app.short_key, "token"))
     web = BrokerWeb(service, urls, sandbox=settings.environment == "sandbox", clock=clock)
-    asgi = create_broker_app(web, extra_routes)
+    asgi = create_broker_app(web, mounts)
     rt = BrokerRuntime(settings, tenancy, directory, upstream, service, web, http_client, asgi)
     if own_http and isinstance(http_client, LeanHttpClient):
         rt.closers.append(http_client.aclose)
