@@ -56,6 +56,11 @@ def urlencode(pairs: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
 def _unquote(value: str, errors: str) -> str:
     if "%" not in value and "+" not in value:
         return value
+    return _unquote_plus(value, errors)
+
+
+@functools.lru_cache(maxsize=256)  # the same redirect URIs, scopes and issuers come back
+def _unquote_plus(value: str, errors: str) -> str:
     return unquote_plus(value, errors=errors)
 
 

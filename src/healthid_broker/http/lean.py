@@ -10,7 +10,8 @@ login (docs/performance.md), so this client does only what those calls need:
   idle time (below common servers' keep-alive timeouts);
 * responses parsed by ``httptools`` (llhttp): ``Content-Length``, chunked, or until close;
   informational (1xx) responses skipped; bodies larger than ``max_body`` refused;
-* one whole-request timeout; every failure is an :class:`HttpTransportError`;
+* a timeout for connecting and one for each exchange (enforced by one watchdog task, to
+  within a quarter of it); every failure is an :class:`HttpTransportError`;
 * a request on a *reused* connection that fails before any response byte arrived is sent
   once more on a fresh connection (the server closed the idle connection — RFC 9112 §9.3.1);
 * no redirects, cookies, proxies or compression — none of the federation's calls use them.
@@ -162,6 +163,14 @@ class _Conn(asyncio.Protocol):
         self._transport.write(payload)
         return self._waiter
 
+    def expire(self) -> None:
+        """The request's time is up (the client's watchdog): fail it and drop the
+        connection, which is out of step now."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError())
+        self.close()
+
     def close(self) -> None:
         self.closed = True
         if self._transport is not None:
@@ -187,6 +196,11 @@ class LeanHttpClient:
         self._ua = user_agent
         self._contexts: dict[bytes | None, ssl.SSLContext] = {}
         self._pools: dict[tuple[str, str, int, bytes | None], list[_Conn]] = {}
+        # Deadlines of the exchanges in flight, enforced by one watchdog task per event loop
+        # instead of a timer per request (docs/performance.md).
+        self._deadlines: dict[_Conn, float] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self._watchdog_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -203,6 +217,9 @@ class LeanHttpClient:
         return await self.request("POST", url, headers=h, body=body, identity=identity)
 
     async def aclose(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         for pool in self._pools.values():
             for c in pool:
                 c.close()
@@ -232,13 +249,23 @@ class LeanHttpClient:
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         key = (parts.scheme, host, port, identity.cache_key if identity else None)
         try:
-            async with asyncio.timeout(self._timeout):
-                return await self._send(key, identity, head + body, url)
+            return await self._send(key, identity, head + body, url)
         except TimeoutError as exc:
             raise HttpTransportError(f"{method} {url}: no answer within {self._timeout} s") \
                 from exc
 
     # ------------------------------------------------------------------ internals
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = min(0.5, self._timeout / 4)
+        while self._deadlines:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for conn, deadline in list(self._deadlines.items()):
+                if deadline <= now:
+                    self._deadlines.pop(conn, None)
+                    conn.expire()
 
     def _context(self, identity: ClientIdentity | None) -> ssl.SSLContext:
         k = identity.cache_key if identity else None
@@ -253,10 +280,11 @@ class LeanHttpClient:
         scheme, host, port, _ = key
         loop = asyncio.get_running_loop()
         try:
-            _t, conn = await loop.create_connection(
-                lambda: _Conn(self._max_body), host, port,
-                ssl=self._context(identity) if scheme == "https" else None,
-                server_hostname=host if scheme == "https" else None)
+            async with asyncio.timeout(self._timeout):
+                _t, conn = await loop.create_connection(
+                    lambda: _Conn(self._max_body), host, port,
+                    ssl=self._context(identity) if scheme == "https" else None,
+                    server_hostname=host if scheme == "https" else None)
         except (OSError, ssl.SSLError) as exc:
             raise HttpTransportError(f"{url}: cannot connect: {type(exc).__name__}: {exc}") \
                 from exc
@@ -295,11 +323,17 @@ class LeanHttpClient:
 
     async def _exchange(self, key: tuple[str, str, int, bytes | None], conn: _Conn,
                         payload: bytes, url: str) -> HttpResponse:
+        loop = asyncio.get_running_loop()
+        self._deadlines[conn] = loop.time() + self._timeout
+        if self._watchdog is None or self._watchdog.done() or self._watchdog_loop is not loop:
+            self._watchdog, self._watchdog_loop = loop.create_task(self._watch()), loop
         try:
             resp = await conn.send(payload)
         except BaseException:
             conn.close()  # failed, timed out or cancelled: the connection is out of step
             raise
+        finally:
+            self._deadlines.pop(conn, None)
         if resp.keep_alive and not conn.closed:
             self._checkin(key, conn)
         else:

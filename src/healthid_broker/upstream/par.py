@@ -20,6 +20,7 @@ The broker generates its own ``state``, ``nonce`` and PKCE verifier toward the I
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 import re
@@ -282,6 +283,13 @@ def authorization_redirect_url(
     ``http`` to a loopback host (``localhost``, ``127.0.0.0/8``, ``::1``) — for the local
     sandbox only.  Existing query parameters of the endpoint (from metadata) are kept.
     """
+    sep = _query_separator(authorization_endpoint, allow_loopback_http)
+    q = urlencode({"client_id": client_id, "request_uri": request_uri})
+    return f"{authorization_endpoint}{sep}{q}"
+
+
+@functools.lru_cache(maxsize=64)  # one per IdP: checked once, not on every login
+def _query_separator(authorization_endpoint: str, allow_loopback_http: bool) -> str:
     parts = urlsplit(authorization_endpoint)
     ok_scheme = parts.scheme == "https" or (
         allow_loopback_http and parts.scheme == "http" and _is_loopback(parts.hostname)
@@ -290,9 +298,7 @@ def authorization_redirect_url(
         raise ParError(
             f"authorization_endpoint {sanitize(authorization_endpoint)} is not an https URL"
         )
-    q = urlencode({"client_id": client_id, "request_uri": request_uri})
-    sep = "&" if parts.query else "?"
-    return f"{authorization_endpoint}{sep}{q}"
+    return "&" if parts.query else "?"
 
 
 def _is_loopback(host: str | None) -> bool:
