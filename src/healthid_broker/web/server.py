@@ -1,39 +1,28 @@
-"""Run ASGI apps on uvicorn inside the current event loop (for the demo, tests, bench)."""
+"""Run ASGI apps inside the current event loop with the project's own HTTP/1.1 server
+(:mod:`.lean_server`) — the demo, ``serve``, tests and the bench all go through here."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import uvicorn
+from .lean_server import LeanServer
 
 _T = TypeVar("_T")
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the composing command owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @dataclass
 class RunningServer:
-    server: uvicorn.Server
-    task: asyncio.Task[None]
+    server: LeanServer
     host: str
     port: int
 
     async def stop(self) -> None:
-        self.server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(self.task, timeout=10)
+        await self.server.stop()
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -54,29 +43,17 @@ def bind_socket(host: str, port: int) -> socket.socket:
 async def start_server(
     app: Any, *, host: str, port: int = 0, ssl_context: ssl.SSLContext | None = None,
     access_log: bool = False, sock: socket.socket | None = None,
+    keep_alive: float = 5.0, header_timeout: float = 10.0,
 ) -> RunningServer:
-    """Start uvicorn for ``app`` and wait until it listens; ``port=0`` picks a free port.
+    """Serve ``app`` (ASGI) with :class:`~.lean_server.LeanServer` and return once it
+    listens; ``port=0`` picks a free port.
 
-    With ``sock`` uvicorn serves that already bound socket (so callers can learn the port
-    before they build the app)."""
-    config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=access_log,
-        lifespan="off", server_header=False, date_header=True, proxy_headers=False,
-        timeout_graceful_shutdown=2,
-    )
-    config.load()
-    if ssl_context is not None:
-        config.ssl = ssl_context  # our TR-02102-2 context instead of uvicorn's own
-    server = _QuietServer(config)
-    task = asyncio.create_task(server.serve(sockets=[sock] if sock is not None else None))
-    while not server.started:
-        if task.done():
-            task.result()  # re-raise the start-up failure (e.g. port in use)
-            raise RuntimeError(f"server on {host}:{port} stopped during start-up")
-        await asyncio.sleep(0.01)
-    sock = server.servers[0].sockets[0]
-    real_port = int(sock.getsockname()[1])
-    return RunningServer(server, task, host, real_port)
+    With ``sock`` it serves that already bound socket (so callers can learn the port before
+    they build the app). ``access_log`` is accepted for compatibility and ignored: the
+    broker logs no request lines (they would carry query strings, T-01)."""
+    server = LeanServer(app, keep_alive=keep_alive, header_timeout=header_timeout)
+    real_port = await server.listen(host=host, port=port, sock=sock, ssl_context=ssl_context)
+    return RunningServer(server, host, real_port)
 
 
 def run_main(main: Coroutine[Any, Any, _T]) -> _T:
