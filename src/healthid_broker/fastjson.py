@@ -32,40 +32,23 @@ def dumps(obj: Mapping[str, Any] | list[Any]) -> bytes:
 def loads(data: bytes | str) -> Any:
     """``json.loads``; raises :class:`ValueError` (``json.JSONDecodeError``) or
     :class:`UnicodeDecodeError` like it."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data, parse_constant=_refuse_constant)
-    # orjson reads integers beyond 64 bits as floats (of magnitude >= 2**63); only when such
-    # a float is in the result is the input read again, exactly.
-    if _has_huge_float(obj):
-        return json.loads(data, parse_constant=_refuse_constant)
-    return obj
+    # orjson reads integers beyond 64 bits as floats; input with a run of 19 or more digits
+    # (rare: inside strings too) is read by the standard library, exactly.
+    if not _has_long_digit_run(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data, parse_constant=_refuse_constant)
 
 
-_HUGE = float(2**63)
+_DIGITS_AS_ZERO = bytes(48 if 48 <= b <= 57 else 120 for b in range(256))  # digit → "0"
+_RUN = b"0" * 19  # 2**63 has 19 digits
 
 
-def _has_huge_float(obj: Any) -> bool:
-    if type(obj) is float:
-        return not -_HUGE < obj < _HUGE
-    stack = [obj]
-    while stack:
-        v = stack.pop()
-        if type(v) is dict:
-            items: Any = v.values()
-        elif type(v) is list:
-            items = v
-        else:
-            continue
-        for x in items:
-            t = type(x)
-            if t is float:
-                if not -_HUGE < x < _HUGE:
-                    return True
-            elif t is dict or t is list:
-                stack.append(x)
-    return False
+def _has_long_digit_run(data: bytes | str) -> bool:
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    return _RUN in raw.translate(_DIGITS_AS_ZERO)
 
 
 def _refuse_constant(name: str) -> Any:

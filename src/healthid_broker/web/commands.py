@@ -65,6 +65,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 async def _run_demo(args: argparse.Namespace) -> int:
     from ..demo.run import Demo, DemoConfig
+    from .server import settle_heap
 
     external = None
     if args.external_sandbox is not None:
@@ -94,6 +95,7 @@ async def _run_demo(args: argparse.Namespace) -> int:
             f"  client_secret:       {info['client_secret']}\n"
             f"  Local CA:            {info['ca_cert']}\n\n"
             "  Ctrl-C stops it.\n", flush=True)
+    settle_heap()
     await stop.wait()
     await demo.stop()
     return 0
@@ -190,7 +192,7 @@ async def _run_serve(args: argparse.Namespace) -> int:
     from ..storage.db import default_database_url, open_database
     from ..tenancy.service import TenancyService
     from ..web.runtime import build_broker, rotation_loop
-    from ..web.server import start_server
+    from ..web.server import settle_heap, start_server
     from ..web.tls import server_context
 
     try:
@@ -222,6 +224,7 @@ async def _run_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    settle_heap()
     rotation = None
     if args.rotate_every > 0:
         rotation = asyncio.create_task(

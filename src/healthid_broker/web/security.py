@@ -32,6 +32,7 @@ _BASE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+_BASE_NAMES = frozenset(k for k, _ in _BASE_HEADERS)
 _HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
 
@@ -65,9 +66,12 @@ class Guard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = list(message.get("headers", []))
+                headers = list(message.get("headers", ()))
                 present = {k.lower() for k, _ in headers}
-                headers.extend(kv for kv in _BASE_HEADERS if kv[0] not in present)
+                if present.isdisjoint(_BASE_NAMES):
+                    headers += _BASE_HEADERS
+                else:  # the app set one of them itself (the chooser's CSP): keep the app's
+                    headers.extend(kv for kv in _BASE_HEADERS if kv[0] not in present)
                 if hsts:
                     headers.append(_HSTS)
                 if b"cache-control" not in present:
