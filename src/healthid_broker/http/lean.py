@@ -20,6 +20,7 @@ login (docs/performance.md), so this client does only what those calls need:
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from collections.abc import Mapping
@@ -177,6 +178,17 @@ class _Conn(asyncio.Protocol):
             self._transport.close()
 
 
+@functools.lru_cache(maxsize=256)  # the same few endpoints again and again
+def _split(url: str) -> tuple[str, str, int, str, str]:
+    """(scheme, host, port, request target, Host header) of an absolute http(s) URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)  # ValueError if invalid
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, parts.hostname, port, target, parts.netloc.rsplit("@", 1)[-1]
+
+
 class LeanHttpClient:
     """:class:`healthid_broker.http.HttpClient` with pooled keep-alive connections."""
 
@@ -227,15 +239,12 @@ class LeanHttpClient:
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                       body: bytes = b"", identity: ClientIdentity | None = None) -> HttpResponse:
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise HttpTransportError(f"{method} {url}: not an absolute http(s) URL")
-        if parts.scheme == "http" and identity is not None:
+        try:
+            scheme, host, port, target, host_header = _split(url)
+        except ValueError:
+            raise HttpTransportError(f"{method} {url}: not an absolute http(s) URL") from None
+        if scheme == "http" and identity is not None:
             raise HttpTransportError(f"{method} {url}: a client certificate needs https")
-        host = parts.hostname
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = parts.netloc.rsplit("@", 1)[-1]
         lines = [f"{method} {target} HTTP/1.1", f"host: {host_header}",
                  f"user-agent: {self._ua}"]
         sent = {"host", "user-agent", "content-length", "connection", "transfer-encoding"}
@@ -247,7 +256,7 @@ class LeanHttpClient:
         if body or method == "POST":
             lines.append(f"content-length: {len(body)}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        key = (parts.scheme, host, port, identity.cache_key if identity else None)
+        key = (scheme, host, port, identity.cache_key if identity else None)
         try:
             return await self._send(key, identity, head + body, url)
         except TimeoutError as exc:
