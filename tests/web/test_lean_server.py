@@ -1215,3 +1215,33 @@ async def test_arbitrary_bytes_never_break_the_server(fuzz_server: RunningServer
     assert data == b"" or re.match(rb"HTTP/1\.1 [1-5][0-9]{2} ", data), data[:100]
     fresh = await exchange(fuzz_server.port, get("/", b"Connection: close"))
     assert [(r.status, r.body) for r in parse_all(fresh)] == [(200, b"ok")]
+
+
+async def test_pipelined_request_gets_its_body_after_the_one_before() -> None:
+    # found by the fuzz test: the second request's body arrives after reading was paused
+    # for the pipeline, and reading must resume once that request is the one answered
+    rec = Recorder()
+    async with running(rec) as server:
+        conn = await Conn.open(server.port)
+        try:
+            await conn.send(get("/slow")
+                            + b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+            first = await conn.read_response()
+            await asyncio.sleep(0.1)
+            await conn.send(b"ok")
+            second = await conn.read_response()
+        finally:
+            conn.close()
+    assert (first.body, second.body) == (b"GET /slow ", b"POST /b ok")
+
+
+async def test_stalled_request_body_hits_the_header_timeout() -> None:
+    rec = Recorder()
+    async with running(rec, header_timeout=0.5) as server:
+        conn = await Conn.open(server.port)
+        try:
+            await conn.send(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            assert await conn.closed_within(3.0)
+        finally:
+            conn.close()
+    assert rec.bodies == []  # the application never got a complete body

@@ -16,7 +16,8 @@ responses, and does what the broker needs and nothing more:
   :data:`MAX_HEADER_BYTES` → 431, a malformed request → 400, each closing the connection;
 * timeouts from one sweep per second instead of a timer per request: idle keep-alive
   connections close after ``keep_alive`` seconds, a request whose header section is not
-  complete after ``header_timeout`` seconds (slowloris) is dropped;
+  complete after ``header_timeout`` seconds (slowloris), or whose body stops arriving for
+  as long, is dropped;
 * header names and values are checked before they reach the wire (no response splitting);
 * an application error before the response starts becomes a bare 500 (the application's own
   guard normally answers first, web/security.py); later, the connection is closed;
@@ -167,12 +168,15 @@ class _Cycle:
             status = message["status"]
             if not isinstance(status, int) or not 100 <= status <= 999:
                 raise _ResponseError("invalid status")
-            headers = []
-            for name, value in message.get("headers", ()):
-                if not name or _BAD_NAME.search(name) or _BAD_VALUE.search(value):
-                    raise _ResponseError("invalid header name or value")  # no splitting
-                headers.append((name.lower(), value))
-            self.status, self.headers, self.started = status, headers, True
+            raw = message.get("headers", ())
+            names = [n for n, _v in raw]
+            # one search over all names and one over all values (a bad byte anywhere is
+            # found either way): no response splitting, no invalid field names
+            if (not all(names) or _BAD_NAME.search(b"".join(names))
+                    or _BAD_VALUE.search(b"".join([v for _n, v in raw]))):
+                raise _ResponseError("invalid header name or value")
+            self.headers = [(n.lower(), v) for n, v in raw]
+            self.status, self.started = status, True
             return
         if kind != "http.response.body" or self.response_complete:
             raise _ResponseError(f"unexpected {kind!r}")
@@ -438,6 +442,8 @@ class _Connection(asyncio.Protocol):
             return
         if self.pipeline:
             self.start(self.pipeline.popleft())
+            if not self.pipeline and self.broken is None:
+                self.resume()  # the request now answered may still need its body
         elif self.broken is not None:
             self.write(_plain_response(*self.broken))
             self.close()
@@ -498,9 +504,12 @@ class _Connection(asyncio.Protocol):
         return self.active is None and not self.pipeline and self.request_began is None
 
     def sweep(self, now: float) -> None:
-        began = self.request_began
+        began, active = self.request_began, self.active
         if began is not None and now - began > self.server.header_timeout:
             self.close()  # slowloris: the header section never ends
+        elif (active is not None and not active.request_complete and self.reading
+              and now - self.last_activity > self.server.header_timeout):
+            self.close()  # a request body that stopped arriving
         elif self.idle() and now - self.last_activity > self.server.keep_alive:
             self.close()
 
