@@ -153,6 +153,16 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_split(pid))
 
 
+def calibration_ms() -> float:
+    """CPU-ms of a fixed pure-Python workload in this process: how fast the machine is right
+    now (this VM's speed varies by tens of percent from one minute to the next)."""
+    t0 = time.process_time()
+    acc = 0
+    for i in range(1_000_000):
+        acc += i * i % 7
+    return round((time.process_time() - t0) * 1000, 1)
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status", encoding="ascii") as fh:
         for line in fh:
@@ -445,6 +455,12 @@ def render(rep: dict[str, Any]) -> str:
                      + ", ".join(f"{k} {v} ms" for k, v in by_step.items()))
     lines.append(f"sandbox CPU          {rep['sandbox_cpu_ms_per_login']} ms per login "
                  "(IdPs + master, for context)")
+    if rep.get("calibration_ms") is not None:
+        lines.append(f"machine speed        {rep['calibration_ms']} ms for the fixed calibration "
+                     "loop just before the measured phase (lower = faster)")
+    if rep.get("broker_to_sandbox_cpu_ratio") is not None:
+        lines.append(f"  broker / sandbox   {rep['broker_to_sandbox_cpu_ratio']} "
+                     "(compare runs by this when the machine's speed varies)")
     lines.append(f"broker RSS           {rep['broker_rss_mib']} MiB after the run")
     inflight = rep.get("inflight")
     if inflight is None:
@@ -509,6 +525,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.profile:
                 broker.proc.send_signal(signal.SIGUSR1)  # bench/_broker_entry.py
                 await asyncio.sleep(0.2)
+            calibration = calibration_ms()
             (u0, k0), sb0 = cpu_split(broker.pid), cpu_seconds(sandbox.pid)
             phase = await run_phase(client, target, count=args.logins,
                                     concurrency=args.concurrency, deadline=deadline_all)
@@ -520,12 +537,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             n = len(phase.completed)
             extra: dict[str, Any] = {
                 "sandbox_cpu_ms_per_login": round((sb1 - sb0) * 1000 / n, 3) if n else None,
+                # the yardstick: the sandbox's code is the same in every run, so this ratio
+                # compares runs made while the machine was faster or slower
+                "broker_to_sandbox_cpu_ratio": (
+                    round((cpu1 - cpu0) / (sb1 - sb0), 3) if n and sb1 > sb0 else None),
                 # where the broker's CPU went: its own code (user) or the kernel (system:
                 # syscalls, loopback TCP, TLS records handed to the socket)
                 "broker_cpu_ms_per_login_user_system": (
                     [round((u1 - u0) * 1000 / n, 3), round((k1 - k0) * 1000 / n, 3)]
                     if n else None),
                 "broker_rss_mib": round(rss_bytes(broker.pid) / 2**20, 1),
+                "calibration_ms": calibration,
                 "inflight": None,
             }
             if args.step_cpu > 0:

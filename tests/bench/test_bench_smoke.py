@@ -52,6 +52,8 @@ def test_bench_script_runs_complete_logins_and_measures_the_store() -> None:
     assert 0 < rep["latency_ms"]["p50"] <= rep["latency_ms"]["p99"]
     assert set(rep["step_latency_ms"]) == {"authorize", "idp", "callback", "token"}
     assert rep["broker_cpu_ms_per_login"] is not None and rep["broker_cpu_ms_per_login"] >= 0
+    user, system = rep["broker_cpu_ms_per_login_user_system"]
+    assert abs(user + system - rep["broker_cpu_ms_per_login"]) < 0.01
     assert rep["step_cpu_logins"] == 2
     states = rep["inflight"]["states"]
     assert set(states) == {"UPSTREAM_PENDING", "CODE_ISSUED"}
@@ -87,6 +89,11 @@ def test_human_table_names_every_figure() -> None:
     assert "first: token: HTTP 400" in text
     rep["broker_cpu_ms_per_login"] = 2.0
     assert "meets target ≤ 3.0 ms" in bench.render(rep)
+    rep["broker_cpu_ms_per_login_user_system"] = [1.75, 0.25]
+    rep["broker_to_sandbox_cpu_ratio"] = 2.0
+    text = bench.render(rep)
+    assert "user / system      1.75 / 0.25 ms" in text
+    assert "broker / sandbox   2.0" in text
 
 
 @given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=200),
