@@ -1246,3 +1246,17 @@ async def test_stalled_request_body_hits_the_header_timeout() -> None:
         finally:
             conn.close()
     assert rec.bodies == []  # the application never got a complete body
+
+
+async def test_request_then_half_close_is_still_answered() -> None:
+    # a client may send its request and shut down its sending side (RFC 9112 §9.6)
+    rec = Recorder()
+    async with running(rec) as server:
+        conn = await Conn.open(server.port)
+        try:
+            await conn.send(get("/slow") + get("/b"))
+            conn.shutdown_write()
+            data = await conn.read_until_close()
+        finally:
+            conn.close()
+    assert [r.body for r in parse_all(data)] == [b"GET /slow ", b"GET /b "]

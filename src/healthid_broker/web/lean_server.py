@@ -274,6 +274,7 @@ class _Connection(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.upgrade = False
+        self.eof = False  # the client half-closed: answer what it asked, then close
         self.client: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
 
@@ -315,6 +316,21 @@ class _Connection(asyncio.Protocol):
                 self.refuse(why.status, why.text)
             else:
                 self.refuse(400, b"Bad Request")
+
+    def eof_received(self) -> bool | None:
+        """The client will send nothing more (a half-close). Requests already read are
+        still answered; one whose body is incomplete never will be."""
+        self.eof = True
+        parsing = self.cycle
+        if parsing is not None and not parsing.request_complete:
+            parsing.disconnected = True
+            parsing.wake()
+            if parsing in self.pipeline:
+                self.pipeline.remove(parsing)
+        active = self.active
+        if active is None or active.disconnected:
+            return None  # nothing to answer: the transport closes
+        return True  # keep writing; response_done closes (ignored by TLS transports)
 
     def pause_writing(self) -> None:
         if self.write_ready is None:
@@ -437,7 +453,8 @@ class _Connection(asyncio.Protocol):
         self.last_activity = time.monotonic()
         if self.active is cycle:
             self.active = None
-        if not cycle.keep_alive or self.upgrade or self.closing:
+        if not cycle.keep_alive or self.upgrade or self.closing or (
+                self.eof and not self.pipeline):
             self.close()
             return
         if self.pipeline:
