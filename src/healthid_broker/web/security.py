@@ -62,7 +62,9 @@ class Guard:
         hsts = self.hsts and scope.get("scheme") == "https"
         started = False
 
-        async def _send(message: Message) -> None:
+        def _send(message: Message) -> Awaitable[None]:
+            # a plain function handing back the server's awaitable: no coroutine of its own
+            # per message (this runs twice for every response)
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
@@ -77,7 +79,7 @@ class Guard:
                 if b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, _send)
