@@ -1260,3 +1260,15 @@ async def test_request_then_half_close_is_still_answered() -> None:
         finally:
             conn.close()
     assert [r.body for r in parse_all(data)] == [b"GET /slow ", b"GET /b "]
+
+
+async def test_upgrade_is_served_as_http_1_1_and_closed_and_connect_refused() -> None:
+    rec = Recorder()
+    async with running(rec) as server:
+        data = await exchange(server.port, get("/u", b"Connection: Upgrade", b"Upgrade: h2c"))
+        assert [(r.status, r.body) for r in parse_all(data)] == [(200, b"GET /u ")]
+        assert ("connection", "close") in parse_all(data)[0].headers
+        refused = await exchange(server.port, b"CONNECT example.org:443 HTTP/1.1\r\n"
+                                              b"Host: example.org:443\r\n\r\n")
+        assert parse_all(refused)[0].status == 400
+    assert [s["path"] for s in rec.scopes] == ["/u"]

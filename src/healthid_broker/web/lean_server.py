@@ -24,8 +24,10 @@ responses, and does what the broker needs and nothing more:
 * graceful stop: no new connections, in-flight requests may finish, idle ones close.
 
 No WebSocket, no HTTP/2, no proxy headers, no lifespan events: the broker uses none of them.
-An ``Upgrade`` request is served as plain HTTP/1.1 and the connection closed afterwards
-(RFC 9110 §7.8 lets a server ignore ``Upgrade``).
+An ``Upgrade`` request (and ``CONNECT``, which is refused) is served as plain HTTP/1.1 and the
+connection closed afterwards (RFC 9110 §7.8 lets a server ignore ``Upgrade``); llhttp hands
+whatever follows its header section to the "upgraded" protocol, so such a request reaches the
+application without a body — as with uvicorn.
 """
 
 from __future__ import annotations
