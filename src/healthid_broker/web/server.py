@@ -43,15 +43,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 async def start_server(
     app: Any, *, host: str, port: int = 0, ssl_context: ssl.SSLContext | None = None,
-    access_log: bool = False, sock: socket.socket | None = None,
+    sock: socket.socket | None = None,
     keep_alive: float = 5.0, header_timeout: float = 10.0,
 ) -> RunningServer:
     """Serve ``app`` (ASGI) with :class:`~.lean_server.LeanServer` and return once it
     listens; ``port=0`` picks a free port.
 
     With ``sock`` it serves that already bound socket (so callers can learn the port before
-    they build the app). ``access_log`` is accepted for compatibility and ignored: the
-    broker logs no request lines (they would carry query strings, T-01)."""
+    they build the app). There is no access log: request lines carry query strings (T-01).
+    ``keep_alive`` and ``header_timeout`` are in seconds (see :mod:`.lean_server`)."""
     server = LeanServer(app, keep_alive=keep_alive, header_timeout=header_timeout)
     real_port = await server.listen(host=host, port=port, sock=sock, ssl_context=ssl_context)
     return RunningServer(server, host, real_port)
