@@ -323,12 +323,7 @@ class _Connection(asyncio.Protocol):
         """The client will send nothing more (a half-close). Requests already read are
         still answered; one whose body is incomplete never will be."""
         self.eof = True
-        parsing = self.cycle
-        if parsing is not None and not parsing.request_complete:
-            parsing.disconnected = True
-            parsing.wake()
-            if parsing in self.pipeline:
-                self.pipeline.remove(parsing)
+        self.abandon_incomplete()
         active = self.active
         if active is None or active.disconnected:
             return None  # nothing to answer: the transport closes
@@ -490,21 +485,27 @@ class _Connection(asyncio.Protocol):
             self.reading = True
             self.transport.resume_reading()
 
+    def abandon_incomplete(self) -> _Cycle | None:
+        """The request being read will never be complete: its application gets nothing more
+        (``http.disconnect``) and, if it was waiting in the pipeline, it is dropped."""
+        parsing = self.cycle
+        if parsing is None or parsing.request_complete:
+            return None
+        parsing.disconnected = True
+        parsing.wake()
+        if parsing in self.pipeline:
+            self.pipeline.remove(parsing)
+        return parsing
+
     def refuse(self, status: int, text: bytes) -> None:
         """The byte stream is unusable from here on (the parser stops at the error)."""
         self.pause()
-        parsing = self.cycle
-        if parsing is not None and not parsing.request_complete:
-            # the broken request is the one being read: its application gets nothing more
-            parsing.disconnected = True
-            parsing.wake()
-            if parsing in self.pipeline:
-                self.pipeline.remove(parsing)
-            elif parsing is self.active:
-                if not parsing.head_written:
-                    self.write(_plain_response(status, text))
-                self.close()
-                return
+        parsing = self.abandon_incomplete()
+        if parsing is not None and parsing is self.active:  # the broken request is answered
+            if not parsing.head_written:
+                self.write(_plain_response(status, text))
+            self.close()
+            return
         if self.active is None:
             self.write(_plain_response(status, text))
             self.close()
