@@ -45,8 +45,10 @@ class Server:
         return head + body
 
 
-async def _serve(script: Callable[[Server, asyncio.StreamReader, asyncio.StreamWriter],
-                                  Awaitable[None]],
+Script = Callable[[Server, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _serve(script: Script,
                  ssl_ctx: ssl.SSLContext | None = None) -> tuple[Server, asyncio.Server, int]:
     state = Server()
 
@@ -61,6 +63,18 @@ async def _serve(script: Callable[[Server, asyncio.StreamReader, asyncio.StreamW
 
     srv = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=ssl_ctx)
     return state, srv, srv.sockets[0].getsockname()[1]
+
+
+def _answer(raw: bytes, *, linger: float = 0.0) -> Script:
+    """A server script: read one request, write ``raw``, stay connected ``linger`` seconds."""
+    async def script(st: Server, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await st.read_request(r)
+        w.write(raw)
+        await w.drain()
+        if linger:
+            await asyncio.sleep(linger)
+
+    return script
 
 
 @pytest.fixture
@@ -107,25 +121,15 @@ async def test_chunked_and_informational(client: LeanHttpClient) -> None:
 
 
 async def test_body_until_close(client: LeanHttpClient) -> None:
-    async def script(st: Server, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await st.read_request(r)
-        w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
-        await w.drain()
-
-    _st, srv, port = await _serve(script)
+    _st, srv, port = await _serve(_answer(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it"))
     async with srv:
         r = await client.get(f"http://127.0.0.1:{port}/x")
         assert r.content == b"all of it"
 
 
 async def test_stale_pooled_connection_is_retried_once(client: LeanHttpClient) -> None:
-    async def script(st: Server, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await st.read_request(r)
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await w.drain()
-        # keep-alive promised, but the server closes the idle connection right away
-
-    st, srv, port = await _serve(script)
+    # keep-alive promised, but the server closes the idle connection right away
+    st, srv, port = await _serve(_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
     async with srv:
         assert (await client.get(f"http://127.0.0.1:{port}/a")).content == b"ok"
         await asyncio.sleep(0.05)
@@ -136,12 +140,8 @@ async def test_stale_pooled_connection_is_retried_once(client: LeanHttpClient) -
 async def test_oversized_body_refused() -> None:
     c = LeanHttpClient(max_body=1000)
 
-    async def script(st: Server, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await st.read_request(r)
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000)
-        await w.drain()
-
-    _st, srv, port = await _serve(script)
+    _st, srv, port = await _serve(
+        _answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000))
     async with srv:
         with pytest.raises(HttpTransportError, match="larger than 1000 bytes"):
             await c.get(f"http://127.0.0.1:{port}/x")
@@ -153,25 +153,15 @@ async def test_oversized_body_refused() -> None:
     b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
 ])
 async def test_malformed_answers(client: LeanHttpClient, answer: bytes) -> None:
-    async def script(st: Server, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await st.read_request(r)
-        w.write(answer)
-        await w.drain()
-        await asyncio.sleep(1)
-
-    _st, srv, port = await _serve(script)
+    _st, srv, port = await _serve(_answer(answer, linger=1))
     async with srv:
         with pytest.raises(HttpTransportError, match="malformed"):
             await client.get(f"http://127.0.0.1:{port}/x")
 
 
 async def test_truncated_answer_is_an_error(client: LeanHttpClient) -> None:
-    async def script(st: Server, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await st.read_request(r)
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
-        await w.drain()
-
-    _st, srv, port = await _serve(script)
+    _st, srv, port = await _serve(
+        _answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"))
     async with srv:
         with pytest.raises(HttpTransportError, match="closed before the response"):
             await client.get(f"http://127.0.0.1:{port}/x")
