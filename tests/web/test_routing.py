@@ -113,3 +113,11 @@ def test_static_files_and_healthz() -> None:
     assert css.status_code == 200
     assert css.headers["content-type"].startswith("text/css")
     assert _request("GET", "/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("path", ["/static/%2e%2e/broker_app.py", "/static/..%2fbroker_app.py",
+                                  "/static/%2e%2e/%2e%2e/pyproject.toml"])
+def test_static_files_stay_in_their_directory(path: str) -> None:
+    r = _request("GET", path)
+    assert r.status_code == 404
+    assert b"import" not in r.content

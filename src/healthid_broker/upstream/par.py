@@ -202,8 +202,7 @@ def _parse_created(resp: HttpResponse, endpoint: str) -> ParResponse:
     if isinstance(exp, bool) or not isinstance(exp, int) or not 0 < exp <= _MAX_EXPIRES_IN:
         raise ParError(
             f"PAR answer of {sanitize(endpoint)} has no usable expires_in (positive integer "
-            "seconds, "
-            f"at most {_MAX_EXPIRES_IN})",
+            f"seconds, at most {_MAX_EXPIRES_IN})",
             status=resp.status,
         )
     return ParResponse(uri, exp)

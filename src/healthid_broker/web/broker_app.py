@@ -22,7 +22,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.responses import JSONResponse as _StarletteJSONResponse
-from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from .. import fastjson
@@ -373,7 +372,7 @@ class BrokerApp:
         self._plain: dict[str, tuple[Endpoint, frozenset[str]]] = {
             "/healthz": (web.healthz, _GET)}
         self._mounts = [(prefix.rstrip("/"), app) for prefix, app in (mounts or {}).items()]
-        self._static = Mount("/static", StaticFiles(directory=_HERE / "static"))
+        self._files = StaticFiles(directory=_HERE / "static")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -390,14 +389,7 @@ class BrokerApp:
                 route = self._per_app.get(rest)
                 scope["path_params"] = {"short_key": short_key}
             if route is None and path.startswith("/static/"):
-                if scope["method"] in _GET:
-                    try:
-                        await self._static(scope, receive, send)
-                        return
-                    except HTTPException:  # StaticFiles' "no such file"
-                        pass
-                else:
-                    route = (self.web.not_found, _GET)  # → 405
+                route = (self._static_file, _GET)
         request = Request(scope, receive)
         try:
             if route is None:
@@ -410,6 +402,14 @@ class BrokerApp:
             await (await self.web.server_error(request))(scope, receive, send)
             raise  # the Guard logs it under the incident id the answer names
         await response(scope, receive, send)
+
+    async def _static_file(self, request: Request) -> Response:
+        """The stylesheet and script below ``/static`` (StaticFiles' own path checks)."""
+        scope = {**request.scope, "root_path": request.scope.get("root_path", "") + "/static"}
+        try:
+            return await self._files.get_response(self._files.get_path(scope), scope)
+        except HTTPException:  # no such file
+            return await self.web.not_found(request)
 
 
 def create_broker_app(web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = None,
