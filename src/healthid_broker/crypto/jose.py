@@ -12,11 +12,9 @@ and a ``crit`` header naming an extension we do not understand is rejected (RFC 
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,11 +37,13 @@ __all__ = [
     "JWSHeaderError",
     "JWSSignatureError",
     "JoseError",
+    "ParsedJWE",
     "ParsedJWS",
     "b64u_decode",
     "b64u_encode",
     "decrypt_jwe",
     "encrypt_jwe",
+    "parse_jwe",
     "parse_jwe_header",
     "parse_jws",
     "sign_jws",
@@ -51,7 +51,6 @@ __all__ = [
 ]
 
 _P256_COORD_LEN = 32
-_B64U = re.compile(r"[A-Za-z0-9_-]*")
 _ES256 = ec.ECDSA(hashes.SHA256())  # immutable; one instance for every sign/verify
 
 
@@ -71,17 +70,29 @@ class JWEError(JoseError):
     """A JWE could not be parsed or decrypted."""
 
 
+# binascii directly, with translation tables: the ``base64`` module's url-safe helpers add
+# several Python calls per value, and a login encodes or decodes about twenty values.
+_STD_TO_URL = bytes.maketrans(b"+/", b"-_")
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_B64U_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
 def b64u_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(data, newline=False).translate(_STD_TO_URL).rstrip(
+        b"=").decode("ascii")
 
 
 def b64u_decode(data: str) -> bytes:
     if not isinstance(data, str):
         raise JoseError("base64url value must be a string")
-    if not _B64U.fullmatch(data):  # no padding, no whitespace, no "+/" (RFC 7515 §2)
+    try:
+        raw = data.encode("ascii")
+    except UnicodeEncodeError:
+        raise JoseError("not base64url without padding") from None
+    if raw.translate(None, _B64U_ALPHABET):  # no padding, whitespace or "+/" (RFC 7515 §2)
         raise JoseError("not base64url without padding")
     try:
-        return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+        return binascii.a2b_base64(raw.translate(_URL_TO_STD) + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError) as exc:
         raise JoseError("invalid base64url") from exc
 
@@ -92,6 +103,21 @@ def _json_b64(obj: Mapping[str, Any]) -> str:
 
 def _int_to_b64(n: int) -> str:
     return b64u_encode(n.to_bytes(_P256_COORD_LEN, "big"))
+
+
+_P256 = ec.SECP256R1()
+
+
+def _p256_public_key(x: bytes, y: bytes) -> ec.EllipticCurvePublicKey:
+    """The P-256 point (x, y), checked to lie on the curve. From the uncompressed SEC 1
+    encoding: half the cost of going through ``EllipticCurvePublicNumbers`` (this runs for
+    every ID token's ephemeral key)."""
+    if len(x) != _P256_COORD_LEN or len(y) != _P256_COORD_LEN:
+        raise JoseError("EC P-256 coordinates must be 32 bytes")
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(_P256, b"\x04" + x + y)
+    except ValueError as exc:
+        raise JoseError("EC point is not on P-256") from exc
 
 
 @dataclass(frozen=True)
@@ -140,14 +166,7 @@ class JWK:
             y = b64u_decode(d["y"])
         except KeyError as exc:
             raise JoseError(f"JWK lacks the member {exc.args[0]!r}") from exc
-        if len(x) != _P256_COORD_LEN or len(y) != _P256_COORD_LEN:
-            raise JoseError("EC P-256 coordinates must be 32 bytes")
-        try:
-            pub = ec.EllipticCurvePublicNumbers(
-                int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
-            ).public_key()
-        except ValueError as exc:
-            raise JoseError("EC point is not on P-256") from exc
+        pub = _p256_public_key(x, y)
         priv = None
         if "d" in d:
             dval = int.from_bytes(b64u_decode(d["d"]), "big")
@@ -387,7 +406,72 @@ def encrypt_jwe(
     return f"{protected}..{b64u_encode(iv)}.{b64u_encode(ct)}.{b64u_encode(tag)}"
 
 
-def parse_jwe_header(token: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ParsedJWE:
+    """A compact JWE split into its five parts, its protected header parsed; nothing is
+    decrypted yet (so a caller can check the header first without parsing it twice)."""
+
+    header: dict[str, Any]
+    parts: tuple[str, ...]
+
+    def decrypt(self, keys: Iterable[JWK]) -> bytes:
+        """The plaintext, with the key named by the header's ``kid`` (ECDH-ES/A256GCM)."""
+        header, parts = self.header, self.parts
+        if header.get("alg") != "ECDH-ES":
+            raise JWEError(f"JWE alg {header.get('alg')!r} is not accepted (only ECDH-ES)")
+        if header.get("enc") != "A256GCM":
+            raise JWEError(f"JWE enc {header.get('enc')!r} is not accepted (only A256GCM)")
+        if "crit" in header:
+            raise JWEError("JWE crit is not supported")
+        if parts[1] != "":
+            raise JWEError("ECDH-ES direct key agreement has an empty encrypted key")
+        kid = header.get("kid")
+        candidates = [k for k in keys if k.private_key is not None]
+        if kid is not None:
+            candidates = [k for k in candidates if k.kid == kid]
+            if not candidates:
+                raise JWEError(f"no decryption key with kid {kid!r}")
+        if not candidates:
+            raise JWEError("no decryption key")
+        epk = header.get("epk")
+        if epk is None:
+            raise JWEError("JWE header lacks epk")
+        try:
+            # only the public point matters; a JWK object of its own is not needed
+            if not isinstance(epk, Mapping) or epk.get("kty") != "EC" or epk.get(
+                    "crv") != "P-256":
+                raise JoseError("only EC P-256 keys are allowed (A_23196)")
+            if "x" not in epk or "y" not in epk:
+                raise JoseError("JWK lacks the member 'x' or 'y'")
+            epk_key = _p256_public_key(b64u_decode(epk["x"]), b64u_decode(epk["y"]))
+        except JoseError as exc:
+            raise JWEError(f"JWE epk unusable: {exc}") from exc
+        try:
+            apu = b64u_decode(header["apu"]) if "apu" in header else b""
+            apv = b64u_decode(header["apv"]) if "apv" in header else b""
+            iv = b64u_decode(parts[2])
+            ct = b64u_decode(parts[3])
+            tag = b64u_decode(parts[4])
+        except JoseError as exc:
+            raise JWEError(f"JWE part malformed: {exc}") from exc
+        if len(iv) != 12 or len(tag) != 16:
+            raise JWEError("JWE iv or tag has the wrong length for A256GCM")
+        aad = parts[0].encode("ascii")
+        for key in candidates:
+            assert key.private_key is not None
+            shared = key.private_key.exchange(_ECDH, epk_key)
+            cek = _concat_kdf(shared, "A256GCM", apu, apv)
+            try:
+                return AESGCM(cek).decrypt(iv, ct + tag, aad)
+            except InvalidTag:
+                continue
+        raise JWEError("JWE does not decrypt with the available key(s)")
+
+
+_ECDH = ec.ECDH()
+
+
+def parse_jwe(token: str) -> ParsedJWE:
     if not isinstance(token, str):
         raise JWEError("JWE must be a string")
     parts = token.split(".")
@@ -399,7 +483,11 @@ def parse_jwe_header(token: str) -> dict[str, Any]:
         raise JWEError("JWE header is not base64url JSON") from exc
     if not isinstance(header, dict):
         raise JWEError("JWE header is not a JSON object")
-    return header
+    return ParsedJWE(header, tuple(parts))
+
+
+def parse_jwe_header(token: str) -> dict[str, Any]:
+    return parse_jwe(token).header
 
 
 def decrypt_jwe(token: str, keys: Iterable[JWK]) -> tuple[dict[str, Any], bytes]:
@@ -407,47 +495,5 @@ def decrypt_jwe(token: str, keys: Iterable[JWK]) -> tuple[dict[str, Any], bytes]
 
     Returns the protected header and the plaintext.
     """
-    header = parse_jwe_header(token)
-    parts = token.split(".")
-    if header.get("alg") != "ECDH-ES":
-        raise JWEError(f"JWE alg {header.get('alg')!r} is not accepted (only ECDH-ES)")
-    if header.get("enc") != "A256GCM":
-        raise JWEError(f"JWE enc {header.get('enc')!r} is not accepted (only A256GCM)")
-    if "crit" in header:
-        raise JWEError("JWE crit is not supported")
-    if parts[1] != "":
-        raise JWEError("ECDH-ES direct key agreement has an empty encrypted key")
-    kid = header.get("kid")
-    candidates = [k for k in keys if k.private_key is not None]
-    if kid is not None:
-        candidates = [k for k in candidates if k.kid == kid]
-        if not candidates:
-            raise JWEError(f"no decryption key with kid {kid!r}")
-    if not candidates:
-        raise JWEError("no decryption key")
-    try:
-        epk = JWK.from_dict(header["epk"])
-    except KeyError as exc:
-        raise JWEError("JWE header lacks epk") from exc
-    except JoseError as exc:
-        raise JWEError(f"JWE epk unusable: {exc}") from exc
-    try:
-        apu = b64u_decode(header["apu"]) if "apu" in header else b""
-        apv = b64u_decode(header["apv"]) if "apv" in header else b""
-        iv = b64u_decode(parts[2])
-        ct = b64u_decode(parts[3])
-        tag = b64u_decode(parts[4])
-    except JoseError as exc:
-        raise JWEError(f"JWE part malformed: {exc}") from exc
-    if len(iv) != 12 or len(tag) != 16:
-        raise JWEError("JWE iv or tag has the wrong length for A256GCM")
-    for key in candidates:
-        assert key.private_key is not None
-        shared = key.private_key.exchange(ec.ECDH(), epk.public_key)
-        cek = _concat_kdf(shared, "A256GCM", apu, apv)
-        try:
-            plaintext = AESGCM(cek).decrypt(iv, ct + tag, parts[0].encode("ascii"))
-        except InvalidTag:
-            continue
-        return header, plaintext
-    raise JWEError("JWE does not decrypt with the available key(s)")
+    parsed = parse_jwe(token)
+    return parsed.header, parsed.decrypt(keys)

@@ -38,8 +38,7 @@ from ..crypto.jose import (
     JWK,
     JoseError,
     JWSSignatureError,
-    decrypt_jwe,
-    parse_jwe_header,
+    parse_jwe,
     parse_jws,
     verify_jws,
 )
@@ -165,7 +164,8 @@ def validate_id_token(
             reason="header",
         )
     try:
-        jwe_header = parse_jwe_header(token)
+        jwe = parse_jwe(token)
+        jwe_header = jwe.header
     except JoseError as exc:
         raise IdTokenError(f"ID token JWE header is malformed: {exc}", reason="header") from exc
     if jwe_header.get("alg") != "ECDH-ES" or jwe_header.get("enc") != "A256GCM":
@@ -185,7 +185,7 @@ def validate_id_token(
     outer_version = _version(jwe_header.get("version"), "JWE header", accepted)
     # decrypt: the kid picks the RP key (several during rotation)
     try:
-        _, plaintext = decrypt_jwe(token, decryption_keys)
+        plaintext = jwe.decrypt(decryption_keys)
     except JoseError as exc:
         raise IdTokenError(
             f"ID token does not decrypt with the RP's encryption keys: {exc}",
