@@ -329,6 +329,36 @@ async def run_phase(client: httpx.AsyncClient, t: Target, *, count: int, concurr
     return res
 
 
+def run_figures(phase: PhaseResult, *, broker: float, sandbox: float, load_generator: float,
+                calibration: float) -> dict[str, Any]:
+    """One measured run's CPU figures (seconds in, ms per complete login out)."""
+    n = len(phase.completed)
+
+    def per_login(seconds: float) -> float | None:
+        return round(seconds * 1000 / n, 3) if n else None
+
+    return {
+        "logins": n,
+        "errors": sum(phase.errors.values()),
+        "logins_per_s": round(n / phase.wall, 1) if phase.wall > 0 else 0.0,
+        "broker_cpu_ms_per_login": per_login(broker),
+        "sandbox_cpu_ms_per_login": per_login(sandbox),
+        "broker_to_sandbox_cpu_ratio": round(broker / sandbox, 3) if sandbox > 0 else None,
+        # the bench process itself shares the two cores with the broker and the sandbox
+        "load_generator_cpu_ms_per_login": per_login(load_generator),
+        "calibration_ms": calibration,
+    }
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    """The median of the known values (the mean of the middle two for an even count)."""
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return None
+    mid = len(known) // 2
+    return known[mid] if len(known) % 2 else (known[mid - 1] + known[mid]) / 2
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (0 < p ≤ 100); 0.0 for no values."""
     if not values:
@@ -403,7 +433,7 @@ def summarise(phase: PhaseResult, cpu: float, args: argparse.Namespace,
     n = len(phase.completed)
     totals = [r.total for r in phase.completed]
     out: dict[str, Any] = {
-        "logins_requested": args.logins,
+        "logins_requested": args.logins * args.repeat,
         "logins_completed": n,
         "errors": sum(phase.errors.values()),
         "errors_by_step": phase.errors,
@@ -461,6 +491,20 @@ def render(rep: dict[str, Any]) -> str:
     if rep.get("broker_to_sandbox_cpu_ratio") is not None:
         lines.append(f"  broker / sandbox   {rep['broker_to_sandbox_cpu_ratio']} "
                      "(compare runs by this when the machine's speed varies)")
+    runs = rep.get("runs") or []
+    if len(runs) > 1:
+        lines.append(f"runs                 {len(runs)}: broker CPU median "
+                     f"{rep['broker_cpu_ms_per_login_median']} ms, max "
+                     f"{rep['broker_cpu_ms_per_login_max']} ms per login")
+        for i, r in enumerate(runs, 1):
+            lines.append(f"  run {i:<3} broker {r['broker_cpu_ms_per_login']} ms  sandbox "
+                         f"{r['sandbox_cpu_ms_per_login']} ms  ratio "
+                         f"{r['broker_to_sandbox_cpu_ratio']}  load generator "
+                         f"{r['load_generator_cpu_ms_per_login']} ms  "
+                         f"{r['logins_per_s']} logins/s")
+    elif runs:
+        lines.append(f"load generator CPU   {runs[0]['load_generator_cpu_ms_per_login']} ms "
+                     "per login (this process, on the same two cores)")
     lines.append(f"broker RSS           {rep['broker_rss_mib']} MiB after the run")
     inflight = rep.get("inflight")
     if inflight is None:
@@ -525,12 +569,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.profile:
                 broker.proc.send_signal(signal.SIGUSR1)  # bench/_broker_entry.py
                 await asyncio.sleep(0.2)
-            calibration = calibration_ms()
-            (u0, k0), sb0 = cpu_split(broker.pid), cpu_seconds(sandbox.pid)
-            phase = await run_phase(client, target, count=args.logins,
-                                    concurrency=args.concurrency, deadline=deadline_all)
-            (u1, k1), sb1 = cpu_split(broker.pid), cpu_seconds(sandbox.pid)
-            cpu0, cpu1 = u0 + k0, u1 + k1
+            runs: list[dict[str, Any]] = []
+            phase = PhaseResult()
+            u_all = k_all = sb_all = 0.0
+            calibration = None
+            for _ in range(args.repeat):
+                calibration = calibration_ms()
+                (u0, k0), sb0 = cpu_split(broker.pid), cpu_seconds(sandbox.pid)
+                lg0 = sum(os.times()[:2])
+                one = await run_phase(client, target, count=args.logins,
+                                      concurrency=args.concurrency, deadline=deadline_all)
+                lg1 = sum(os.times()[:2])
+                (u1, k1), sb1 = cpu_split(broker.pid), cpu_seconds(sandbox.pid)
+                runs.append(run_figures(one, broker=(u1 - u0) + (k1 - k0), sandbox=sb1 - sb0,
+                                        load_generator=lg1 - lg0, calibration=calibration))
+                u_all, k_all, sb_all = u_all + u1 - u0, k_all + k1 - k0, sb_all + sb1 - sb0
+                phase.completed += one.completed
+                for step, count in one.errors.items():
+                    phase.errors[step] = phase.errors.get(step, 0) + count
+                phase.first_error = phase.first_error or one.first_error
+                phase.wall += one.wall
+            # over all measured runs together (each run's own figures are in "runs")
+            u0 = k0 = sb0 = 0.0
+            u1, k1, sb1 = u_all, k_all, sb_all
+            cpu0, cpu1 = 0.0, u_all + k_all
             if args.profile:
                 broker.proc.send_signal(signal.SIGUSR2)
                 await asyncio.sleep(0.5)
@@ -549,6 +611,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "broker_rss_mib": round(rss_bytes(broker.pid) / 2**20, 1),
                 "calibration_ms": calibration,
                 "inflight": None,
+                "runs": runs,
+                "broker_cpu_ms_per_login_median": median(
+                    [r["broker_cpu_ms_per_login"] for r in runs]),
+                "broker_cpu_ms_per_login_max": max(
+                    (r["broker_cpu_ms_per_login"] or 0.0 for r in runs), default=None),
             }
             if args.step_cpu > 0:
                 # One login at a time, so the broker's CPU between two requests is that step's.
@@ -592,6 +659,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "in-flight login.")
     p.add_argument("--logins", type=int, default=2000, help="measured logins (%(default)s)")
     p.add_argument("--concurrency", type=int, default=8, help="logins in parallel (%(default)s)")
+    p.add_argument("--repeat", type=int, default=1, metavar="R",
+                   help="R measured runs of --logins each on the same processes, one after "
+                   "the other; reported each, with the median (%(default)s)")
     p.add_argument("--warmup", type=int, default=100,
                    help="logins before measuring (%(default)s)")
     p.add_argument("--idp", default="nordkasse",
@@ -616,9 +686,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.redis_url in ("", "none"):
         args.redis_url = None
-    if args.logins < 1 or args.concurrency < 1 or args.warmup < 0 or args.inflight < 0 \
-            or args.step_cpu < 0:
-        p.error("--logins and --concurrency must be ≥ 1, --warmup and --inflight ≥ 0")
+    if args.logins < 1 or args.concurrency < 1 or args.repeat < 1 or args.warmup < 0 \
+            or args.inflight < 0 or args.step_cpu < 0:
+        p.error("--logins, --concurrency and --repeat must be ≥ 1, --warmup and --inflight ≥ 0")
     return args
 
 

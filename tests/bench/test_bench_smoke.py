@@ -39,13 +39,20 @@ def test_bench_script_runs_complete_logins_and_measures_the_store() -> None:
     r = redis.Redis.from_url(REDIS_DB_URL)
     before = set(r.scan_iter(match="hidb-demo:*"))
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--logins", "4", "--concurrency", "2", "--warmup", "1",
+        [sys.executable, str(SCRIPT), "--logins", "2", "--repeat", "2", "--concurrency", "2",
+         "--warmup", "1",
          "--inflight", "2", "--step-cpu", "2", "--idp", "suedkasse",
          "--redis-url", REDIS_DB_URL, "--json"],
         check=False, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = json.loads(proc.stdout)
-    assert rep["logins_completed"] == 4
+    assert rep["logins_completed"] == 4 and rep["logins_requested"] == 4
+    runs = rep["runs"]
+    assert [r["logins"] for r in runs] == [2, 2] and all(r["errors"] == 0 for r in runs)
+    per_run = [r["broker_cpu_ms_per_login"] for r in runs]
+    assert rep["broker_cpu_ms_per_login_median"] == bench.median(per_run)
+    assert rep["broker_cpu_ms_per_login_max"] == max(per_run)
+    assert all(r["load_generator_cpu_ms_per_login"] is not None for r in runs)
     assert rep["errors"] == 0 and rep["first_error"] is None
     assert rep["store"] == "redis" and rep["idp"] == "suedkasse"
     assert rep["logins_per_s"] > 0
@@ -106,8 +113,23 @@ def test_percentile_is_a_member_and_monotone(values: list[float], p: float) -> N
     assert bench.percentile(values, p) <= bench.percentile(values, min(100.0, p + 10))
 
 
+@given(st.lists(st.floats(min_value=0, max_value=1e6) | st.none(), max_size=50))
+def test_median_of_the_known_values(values: list[float | None]) -> None:
+    known = sorted(v for v in values if v is not None)
+    m = bench.median(values)
+    if not known:
+        assert m is None
+        return
+    assert m is not None and known[0] <= m <= known[-1]
+    assert sum(1 for v in known if v <= m + 1e-3) >= len(known) / 2
+    assert sum(1 for v in known if v >= m - 1e-3) >= len(known) / 2
+
+
 def test_cli_rejects_nonsense_numbers() -> None:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--logins", "0"],
                           check=False, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 2
     assert "--logins" in proc.stderr
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--repeat", "0"],
+                          check=False, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "--repeat" in proc.stderr
