@@ -43,3 +43,13 @@ def test_strict_decoding_and_field_limit() -> None:
 def test_urlencode_accepts_a_mapping() -> None:
     assert forms.urlencode({"redirect_uri": "https://a.example/cb?x=1", "scope": "openid x"}) \
         == "redirect_uri=https%3A%2F%2Fa.example%2Fcb%3Fx%3D1&scope=openid+x"
+
+
+def test_quote_cache_stays_bounded_and_right() -> None:
+    values = [f"urn:x:{i}/é" for i in range(3 * forms._QUOTED_MAX)]  # each one seen once
+    for _ in range(2):
+        for v in values:
+            assert forms.quote_plus(v) == urllib.parse.quote_plus(v, safe="")
+        assert forms.urlencode([(v, v) for v in values]) == urllib.parse.urlencode(
+            [(v, v) for v in values])
+    assert len(forms._QUOTED) <= forms._QUOTED_MAX

@@ -5,16 +5,18 @@ limit, malformed answers and timeouts — plus a real TLS server."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import httptools
 import pytest
 
 from healthid_broker.crypto.keys import LocalCA, cert_pem
 from healthid_broker.http import HttpTransportError
-from healthid_broker.http.lean import LeanHttpClient
+from healthid_broker.http.lean import LeanHttpClient, _Response
 
 pytestmark = pytest.mark.anyio
 
@@ -103,6 +105,48 @@ async def test_content_length_and_keep_alive_reuse(client: LeanHttpClient) -> No
         body = st.requests[0].split(b"\r\n\r\n", 1)[1]
         assert body == b"scope=openid+urn%3Ax&uri=https%3A%2F%2Fa%2Fb%3Fc"
         assert b"content-type: application/x-www-form-urlencoded" in st.requests[0]
+
+
+async def test_request_bytes_exact(client: LeanHttpClient) -> None:
+    st, srv, port = await _serve(_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+    async with srv:
+        await client.post_form(
+            f"http://u:p@127.0.0.1:{port}/p?q=1", {"k": "v w"},
+            headers={"Accept": "a", "accept": "b", "Content-Type": "text/plain", "Host": "x",
+                     "connection": "close", "x-bad": "1\r\nx-injected: 1", "X-Ok": "2"})
+        await client.get(f"http://127.0.0.1:{port}")
+    assert st.requests == [
+        b"POST /p?q=1 HTTP/1.1\r\nhost: 127.0.0.1:%d\r\nuser-agent: healthid-broker\r\n"
+        b"content-type: text/plain\r\naccept: b\r\nx-ok: 2\r\ncontent-length: 5\r\n\r\nk=v+w"
+        % port,
+        b"GET / HTTP/1.1\r\nhost: 127.0.0.1:%d\r\nuser-agent: healthid-broker\r\n\r\n" % port,
+    ]
+
+
+async def test_exchanges_leave_no_reference_cycles(client: LeanHttpClient) -> None:
+    # the parser and its callbacks' owner are freed by reference counting, not by the GC
+    async def script(st: Server, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await st.read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+
+    st, srv, port = await _serve(script)
+    async with srv:
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(3):  # on one connection: each exchange replaces the last one's state
+                assert (await client.get(f"http://127.0.0.1:{port}/x")).content == b"ok"
+            gc.collect()
+            left = [o for o in gc.garbage
+                    if isinstance(o, (_Response, httptools.HttpResponseParser))]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert st.connections == 1 and left == []
 
 
 async def test_chunked_and_informational(client: LeanHttpClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -100,6 +101,20 @@ def test_auth_secrets_from_injected_randomness() -> None:
 def test_auth_secrets_default_randomness_differs() -> None:
     a, b = new_auth_secrets(), new_auth_secrets()
     assert len({a.state, a.nonce, a.code_verifier, b.state}) == 4
+
+
+def test_default_secrets_are_one_urandom_call_sliced(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def urandom(n: int) -> bytes:
+        calls.append(n)
+        return bytes(range(n))
+
+    monkeypatch.setattr(os, "urandom", urandom)
+    s = new_auth_secrets()
+    assert calls == [96]
+    assert (s.state, s.nonce, s.code_verifier) == tuple(
+        b64u_encode(bytes(range(i, i + 32))) for i in (0, 32, 64))
 
 
 def test_random_source_length_checked() -> None:

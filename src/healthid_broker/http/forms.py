@@ -6,8 +6,8 @@ a profile (docs/performance.md). These functions produce and accept exactly what
 ``urllib.parse.urlencode`` / ``parse_qsl`` do (WHATWG URL standard's
 ``application/x-www-form-urlencoded`` serializer: space as ``+``, unreserved characters
 as they are, everything else as UTF-8 percent-escapes), but quote only the characters
-that need it. ``tests/http/test_forms.py`` checks them against the standard library with
-hypothesis.
+that need it. ``tests/outbound/test_forms.py`` checks them against the standard library
+with hypothesis.
 """
 
 from __future__ import annotations
@@ -21,42 +21,54 @@ __all__ = ["parse_qsl", "quote_plus", "urlencode"]
 
 # urllib's always-safe set for quote_plus(safe=""): ALPHA / DIGIT / "_.-~"
 _NEEDS_QUOTING = re.compile(rb"[^A-Za-z0-9_.\-~ ]")
-_PLAIN = re.compile(r"[A-Za-z0-9_.\-~]*")
-
+_plain = re.compile(r"[A-Za-z0-9_.\-~]*").fullmatch
 
 _HEX = tuple(b"%%%02X" % c for c in range(256))
+# str.translate table for ASCII text: one C pass instead of a regex callback per run of
+# unsafe characters; every code point has an entry, so the lookup never misses.
+_ASCII = tuple(chr(c) if _plain(chr(c)) else "+" if c == 32 else f"%{c:02X}"
+               for c in range(128))
+
+# Quoted forms of the keys and of the values that need quoting: mostly the same few per
+# application (its issuer, redirect URIs, scope). A plain dict read inline is cheaper than
+# an LRU cache; bounded by emptying it when full (values seen once, like each login's
+# request_uri, fill it slowly, and the constants are quoted again once afterwards).
+_QUOTED: dict[str, str] = {}
+_QUOTED_MAX = 256
 
 
 def _escape(m: re.Match[bytes]) -> bytes:
     return b"".join([_HEX[c] for c in m.group()])
 
 
-@functools.lru_cache(maxsize=256)
-def _quote_plus(value: str) -> str:
-    raw = value.encode("utf-8")
-    return _NEEDS_QUOTING.sub(_escape, raw).replace(b" ", b"+").decode("ascii")
+def _quote(value: str) -> str:
+    if _plain(value):
+        q = value
+    elif value.isascii():
+        q = value.translate(_ASCII)
+    else:
+        q = _NEEDS_QUOTING.sub(_escape, value.encode("utf-8")).replace(b" ", b"+").decode("ascii")
+    if len(_QUOTED) >= _QUOTED_MAX:
+        _QUOTED.clear()
+    _QUOTED[value] = q
+    return q
 
 
 def quote_plus(value: str) -> str:
-    """``urllib.parse.quote_plus(value, safe="")``, quoting only what must be quoted.
-
-    Values that need quoting are mostly the same few per application (its issuer, redirect
-    URIs, scope), so their quoted form is remembered (bounded, least recently used)."""
-    if _PLAIN.fullmatch(value):
+    """``urllib.parse.quote_plus(value, safe="")``, quoting only what must be quoted."""
+    if _plain(value):
         return value
-    return _quote_plus(value)
+    return _QUOTED.get(value) or _quote(value)
 
 
 def urlencode(pairs: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
     """``urllib.parse.urlencode`` for string keys and values."""
-    items = pairs.items() if isinstance(pairs, Mapping) else pairs
-    return "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in items)
-
-
-def _unquote(value: str, errors: str) -> str:
-    if "%" not in value and "+" not in value:
-        return value
-    return _unquote_plus(value, errors)
+    items = pairs.items() if type(pairs) is dict or isinstance(pairs, Mapping) else pairs
+    # quote_plus inlined: keys always come from the cache, random values (state, nonce,
+    # code) pass the plain test, constant values needing quotes come from the cache
+    get, plain = _QUOTED.get, _plain
+    return "&".join([f"{get(k) or _quote(k)}={v if plain(v) else get(v) or _quote(v)}"
+                     for k, v in items])
 
 
 @functools.lru_cache(maxsize=256)  # the same redirect URIs, scopes and issuers come back
@@ -78,5 +90,9 @@ def parse_qsl(query: str, *, max_fields: int | None = None,
         if not field:
             continue
         name, _, value = field.partition("=")
-        out.append((_unquote(name, errors), _unquote(value, errors)))
+        if "%" in name or "+" in name:
+            name = _unquote_plus(name, errors)
+        if "%" in value or "+" in value:
+            value = _unquote_plus(value, errors)
+        out.append((name, value))
     return out

@@ -39,6 +39,12 @@ DEFAULT_IDLE = 4.0  # seconds an idle connection is kept (uvicorn closes after 5
 _HEAD_LIMIT = 64 * 1024  # status line and headers
 
 
+_SKIP_HEADERS = frozenset({"host", "user-agent", "content-length", "connection",
+                           "transfer-encoding"})  # set by the client itself
+_FORM_TYPE = "application/x-www-form-urlencoded"
+_FORM_HEADERS: Mapping[str, str] = {"content-type": _FORM_TYPE}  # never mutated
+
+
 class _Incomplete(Exception):
     """The connection ended before a whole response arrived."""
 
@@ -136,6 +142,9 @@ class _Conn(asyncio.Protocol):
             return
         if resp.complete:
             self._resp = None
+            # the parser holds resp's callbacks: drop the cycle so that both go by reference
+            # counting now, not by the cyclic garbage collector later
+            del resp.parser
             waiter.set_result(resp)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -151,9 +160,6 @@ class _Conn(asyncio.Protocol):
             waiter.set_exception(_Incomplete(self._got_bytes))
 
     # client side
-    def usable(self, now: float, idle: float) -> bool:
-        return not self.closed and now - self.idle_since < idle
-
     def send(self, payload: bytes) -> asyncio.Future[_Response]:
         if self._transport is None or self.closed:
             raise _Incomplete(False)
@@ -179,14 +185,17 @@ class _Conn(asyncio.Protocol):
 
 
 @functools.lru_cache(maxsize=256)  # the same few endpoints again and again
-def _split(url: str) -> tuple[str, str, int, str, str]:
-    """(scheme, host, port, request target, Host header) of an absolute http(s) URL."""
+def _start(method: str, url: str, user_agent: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, request line + host and user-agent headers) of an absolute
+    http(s) URL."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)  # ValueError if invalid
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.scheme, parts.hostname, port, target, parts.netloc.rsplit("@", 1)[-1]
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    return (parts.scheme, parts.hostname, port,
+            f"{method} {target} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: {user_agent}\r\n")
 
 
 class LeanHttpClient:
@@ -218,15 +227,18 @@ class LeanHttpClient:
 
     async def get(self, url: str, *, headers: Mapping[str, str] | None = None,
                   identity: ClientIdentity | None = None) -> HttpResponse:
-        return await self.request("GET", url, headers=headers, identity=identity)
+        return await self._request("GET", url, headers, b"", identity)
 
     async def post_form(self, url: str, data: Mapping[str, str], *,
                         headers: Mapping[str, str] | None = None,
                         identity: ClientIdentity | None = None) -> HttpResponse:
         body = urlencode(data).encode("ascii")
-        h = {"content-type": "application/x-www-form-urlencoded"}
-        h.update({k.lower(): v for k, v in (headers or {}).items()})
-        return await self.request("POST", url, headers=h, body=body, identity=identity)
+        h = _FORM_HEADERS
+        if headers:
+            h = {"content-type": _FORM_TYPE}
+            for k, v in headers.items():
+                h[k.lower()] = v
+        return await self._request("POST", url, h, body, identity)
 
     async def aclose(self) -> None:
         if self._watchdog is not None:
@@ -239,29 +251,7 @@ class LeanHttpClient:
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                       body: bytes = b"", identity: ClientIdentity | None = None) -> HttpResponse:
-        try:
-            scheme, host, port, target, host_header = _split(url)
-        except ValueError:
-            raise HttpTransportError(f"{method} {url}: not an absolute http(s) URL") from None
-        if scheme == "http" and identity is not None:
-            raise HttpTransportError(f"{method} {url}: a client certificate needs https")
-        lines = [f"{method} {target} HTTP/1.1", f"host: {host_header}",
-                 f"user-agent: {self._ua}"]
-        sent = {"host", "user-agent", "content-length", "connection", "transfer-encoding"}
-        for k, v in (headers or {}).items():
-            lk = k.lower()
-            if lk in sent or "\r" in v or "\n" in v:
-                continue
-            lines.append(f"{lk}: {v}")
-        if body or method == "POST":
-            lines.append(f"content-length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        key = (scheme, host, port, identity.cache_key if identity else None)
-        try:
-            return await self._send(key, identity, head + body, url)
-        except TimeoutError as exc:
-            raise HttpTransportError(f"{method} {url}: no answer within {self._timeout} s") \
-                from exc
+        return await self._request(method, url, headers, body, identity)
 
     # ------------------------------------------------------------------ internals
 
@@ -301,50 +291,72 @@ class LeanHttpClient:
 
     def _checkout(self, key: tuple[str, str, int, bytes | None]) -> _Conn | None:
         pool = self._pools.get(key)
+        if not pool:
+            return None
         now = time.monotonic()
         while pool:
             c = pool.pop()
-            if c.usable(now, self._idle):
+            if not c.closed and now - c.idle_since < self._idle:
                 c.reused = True
                 return c
             c.close()
         return None
 
-    def _checkin(self, key: tuple[str, str, int, bytes | None], conn: _Conn) -> None:
-        conn.idle_since = time.monotonic()
-        self._pools.setdefault(key, []).append(conn)
-
-    async def _send(self, key: tuple[str, str, int, bytes | None],
-                    identity: ClientIdentity | None, payload: bytes, url: str) -> HttpResponse:
-        conn = self._checkout(key)
-        if conn is not None:
-            try:
-                return await self._exchange(key, conn, payload, url)
-            except _Incomplete as exc:
-                if exc.got_bytes:
-                    raise HttpTransportError(f"{url}: {exc}") from exc
-                # stale keep-alive connection: the request never reached the server
-        conn = await self._connect(key, identity, url)
+    async def _request(self, method: str, url: str, headers: Mapping[str, str] | None,
+                       body: bytes, identity: ClientIdentity | None) -> HttpResponse:
+        # One coroutine from the request head to the response: every await level costs on
+        # each resume, and every login makes two requests.
         try:
-            return await self._exchange(key, conn, payload, url)
-        except _Incomplete as exc:
-            raise HttpTransportError(f"{url}: {exc}") from exc
-
-    async def _exchange(self, key: tuple[str, str, int, bytes | None], conn: _Conn,
-                        payload: bytes, url: str) -> HttpResponse:
+            scheme, host, port, head = _start(method, url, self._ua)
+        except ValueError:
+            raise HttpTransportError(f"{method} {url}: not an absolute http(s) URL") from None
+        if scheme == "http" and identity is not None:
+            raise HttpTransportError(f"{method} {url}: a client certificate needs https")
+        if headers:
+            for k, v in headers.items():
+                lk = k.lower()
+                if lk in _SKIP_HEADERS or "\r" in v or "\n" in v:
+                    continue
+                head += f"{lk}: {v}\r\n"
+        if body or method == "POST":
+            head += f"content-length: {len(body)}\r\n"
+        payload = f"{head}\r\n".encode("latin-1") + body
+        key = (scheme, host, port, identity.cache_key if identity else None)
         loop = asyncio.get_running_loop()
-        self._deadlines[conn] = loop.time() + self._timeout
-        if self._watchdog is None or self._watchdog.done() or self._watchdog_loop is not loop:
-            self._watchdog, self._watchdog_loop = loop.create_task(self._watch()), loop
+        conn = self._checkout(key)
+        reused = conn is not None
         try:
-            resp = await conn.send(payload)
-        except BaseException:
-            conn.close()  # failed, timed out or cancelled: the connection is out of step
-            raise
-        finally:
-            self._deadlines.pop(conn, None)
+            while True:
+                if conn is None:
+                    conn = await self._connect(key, identity, url)
+                self._deadlines[conn] = loop.time() + self._timeout
+                if (self._watchdog is None or self._watchdog.done()
+                        or self._watchdog_loop is not loop):
+                    self._watchdog, self._watchdog_loop = loop.create_task(self._watch()), loop
+                try:
+                    resp = await conn.send(payload)
+                except BaseException as exc:
+                    self._deadlines.pop(conn, None)
+                    conn.close()  # failed, timed out or cancelled: the connection is out of step
+                    if not isinstance(exc, _Incomplete):
+                        raise
+                    if reused and not exc.got_bytes:
+                        # stale keep-alive connection: the request never reached the server
+                        reused, conn = False, None
+                        continue
+                    raise HttpTransportError(f"{url}: {exc}") from exc
+                self._deadlines.pop(conn, None)
+                break
+        except TimeoutError as exc:
+            raise HttpTransportError(f"{method} {url}: no answer within {self._timeout} s") \
+                from exc
         if resp.keep_alive and not conn.closed:
-            self._checkin(key, conn)
+            conn.idle_since = time.monotonic()
+            pool = self._pools.get(key)
+            if pool is None:
+                self._pools[key] = [conn]
+            else:
+                pool.append(conn)
         else:
             conn.close()
         return HttpResponse(resp.status, resp.headers, b"".join(resp.body), url)

@@ -19,10 +19,11 @@ The broker generates its own ``state``, ``nonce`` and PKCE verifier toward the I
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import hashlib
 import ipaddress
+import os
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -63,8 +64,19 @@ RandomBytes = Callable[[int], bytes]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_token_bytes = secrets.token_bytes
+
+
 def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    # base64.urlsafe_b64encode without its two Python-level wrappers
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_URLSAFE) \
+        .decode("ascii")
+
+
+@functools.lru_cache(maxsize=64)  # the IdPs' few endpoints
+def _is_https(url: str) -> bool:
+    return urlsplit(url).scheme == "https"
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -95,6 +107,12 @@ def new_auth_secrets(randbytes: RandomBytes = secrets.token_bytes) -> AuthSecret
 
     ``randbytes`` is injectable for tests; production uses :func:`secrets.token_bytes`.
     """
+    if randbytes is _token_bytes:
+        # secrets.token_bytes is os.urandom: one call (one getrandom syscall), not three
+        raw = os.urandom(3 * _SECRET_BYTES)
+        return AuthSecrets(state=_b64u(raw[:_SECRET_BYTES]),
+                           nonce=_b64u(raw[_SECRET_BYTES:2 * _SECRET_BYTES]),
+                           code_verifier=_b64u(raw[2 * _SECRET_BYTES:]))
     vals = []
     for _ in range(3):
         raw = randbytes(_SECRET_BYTES)
@@ -140,7 +158,7 @@ class ParRequest:
 
     def check(self) -> None:
         """Refuse a request the IdP would reject anyway (and say why, without secrets)."""
-        if urlsplit(self.endpoint).scheme != "https":
+        if not _is_https(self.endpoint):
             raise ParError(f"PAR endpoint {sanitize(self.endpoint)} is not an https URL")
         if "openid" not in self.scope.split(" "):
             raise ParError("the PAR scope must contain 'openid'")
@@ -187,7 +205,7 @@ def _parse_created(resp: HttpResponse, endpoint: str) -> ParResponse:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ParError(f"PAR answer of {sanitize(endpoint)} is not JSON",
                        status=resp.status) from exc
-    if not isinstance(body, Mapping):
+    if type(body) is not dict and not isinstance(body, Mapping):
         raise ParError(f"PAR answer of {sanitize(endpoint)} is not a JSON object",
                        status=resp.status)
     uri = body.get("request_uri")

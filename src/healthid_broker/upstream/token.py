@@ -13,6 +13,7 @@ exception message and hidden from ``repr`` (A_23050, GS-A_3813).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,27 +33,35 @@ class TokenResponse:
     expires_in: int | None
 
 
-def _parse_ok(body: Any, where: str) -> TokenResponse:
-    if not isinstance(body, Mapping):
-        raise TokenError(f"token answer of {where} is not a JSON object", status=200)
+@functools.lru_cache(maxsize=64)  # the IdPs' few endpoints
+def _is_https(url: str) -> bool:
+    return urlsplit(url).scheme == "https"
+
+
+def _parse_ok(body: Any, endpoint: str) -> TokenResponse:
+    if type(body) is not dict and not isinstance(body, Mapping):
+        raise TokenError(f"token answer of {sanitize(endpoint)} is not a JSON object",
+                         status=200)
     id_token = body.get("id_token")
     if not isinstance(id_token, str) or not id_token:
-        raise TokenError(f"token answer of {where} has no id_token", status=200)
+        raise TokenError(f"token answer of {sanitize(endpoint)} has no id_token", status=200)
     access_token = body.get("access_token")
     if not isinstance(access_token, str) or not access_token:
-        raise TokenError(f"token answer of {where} has no access_token", status=200)
+        raise TokenError(f"token answer of {sanitize(endpoint)} has no access_token",
+                         status=200)
     token_type = body.get("token_type")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise TokenError(
-            f"token answer of {where} has token_type {sanitize(token_type, 20)!r}, "
-            "expected Bearer",
+            f"token answer of {sanitize(endpoint)} has token_type "
+            f"{sanitize(token_type, 20)!r}, expected Bearer",
             status=200,
         )
     expires_in = body.get("expires_in")
     if expires_in is not None and (
         isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0
     ):
-        raise TokenError(f"token answer of {where} has an invalid expires_in", status=200)
+        raise TokenError(f"token answer of {sanitize(endpoint)} has an invalid expires_in",
+                         status=200)
     return TokenResponse(id_token, access_token, "Bearer", expires_in)
 
 
@@ -67,9 +76,8 @@ async def redeem_code(
     identity: ClientIdentity,
 ) -> TokenResponse:
     """Exchange the authorization ``code`` for tokens over mTLS with ``identity``."""
-    where = sanitize(token_endpoint)
-    if urlsplit(token_endpoint).scheme != "https":
-        raise TokenError(f"token endpoint {where} is not an https URL")
+    if not _is_https(token_endpoint):
+        raise TokenError(f"token endpoint {sanitize(token_endpoint)} is not an https URL")
     if not code:
         raise TokenError("the IdP's redirect carried no authorization code")
     form = {
@@ -84,15 +92,18 @@ async def redeem_code(
             token_endpoint, form, headers={"accept": "application/json"}, identity=identity
         )
     except HttpTransportError as exc:
-        raise TokenError(f"token endpoint {where} unreachable: {sanitize(exc, 200)}") from exc
+        raise TokenError(f"token endpoint {sanitize(token_endpoint)} unreachable: "
+                         f"{sanitize(exc, 200)}") from exc
     try:
         body: Any = resp.json()
     except (ValueError, UnicodeDecodeError):
         body = None
     if resp.status == 200:
         if body is None:
-            raise TokenError(f"token answer of {where} is not JSON", status=200)
-        return _parse_ok(body, where)
+            raise TokenError(f"token answer of {sanitize(token_endpoint)} is not JSON",
+                             status=200)
+        return _parse_ok(body, token_endpoint)
+    where = sanitize(token_endpoint)
     code_ = oauth_error_code(body.get("error")) if isinstance(body, Mapping) else None
     desc = ""
     if isinstance(body, Mapping):
