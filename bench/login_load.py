@@ -543,6 +543,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         env = dict(os.environ)
         if args.profile:
             env["HIDB_BENCH_PROFILE"] = str(Path(args.profile).resolve())
+        elif args.garbage:
+            env["HIDB_BENCH_GARBAGE"] = str(Path(args.garbage).resolve())
         broker, info = await start_child("broker", argv, work / "broker.log", env=env)
         children.append(broker)
 
@@ -566,7 +568,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if not warm.completed:
                     raise BenchError(f"no warm-up login completed: {warm.first_error}; "
                                      f"broker log:\n{broker.log_tail()}")
-            if args.profile:
+            if args.profile or args.garbage:
                 broker.proc.send_signal(signal.SIGUSR1)  # bench/_broker_entry.py
                 await asyncio.sleep(0.2)
             runs: list[dict[str, Any]] = []
@@ -593,7 +595,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             u0 = k0 = sb0 = 0.0
             u1, k1, sb1 = u_all, k_all, sb_all
             cpu0, cpu1 = 0.0, u_all + k_all
-            if args.profile:
+            if args.profile or args.garbage:
                 broker.proc.send_signal(signal.SIGUSR2)
                 await asyncio.sleep(0.5)
             n = len(phase.completed)
@@ -680,6 +682,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="no new login starts after this many seconds (%(default)s)")
     p.add_argument("--profile", metavar="FILE",
                    help="run the broker under cProfile and write its stats to FILE")
+    p.add_argument("--garbage", metavar="FILE",
+                   help="count the objects only the cyclic garbage collector frees during the "
+                   "measured runs (reference cycles per request) and write them to FILE")
     p.add_argument("--keep", action="store_true",
                    help="keep the work directory (logs, keys) and the measured Redis keys")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
