@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.responses import JSONResponse as _StarletteJSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from .. import fastjson
@@ -49,11 +49,47 @@ _env = Environment(
 ENTITY_CONFIGURATION_MAX_AGE = 600
 
 
-class JSONResponse(_StarletteJSONResponse):
-    """Starlette's JSON answer, rendered by :mod:`healthid_broker.fastjson`."""
+class RawResponse:
+    """A complete answer as two ASGI messages, its headers already encoded: what Starlette's
+    ``Response`` sends, without building one (header encoding, ``MutableHeaders``) — every
+    login's three answers take this path. Same data attributes as Starlette's ``Response``."""
 
-    def render(self, content: Any) -> bytes:
-        return fastjson.dumps(content)
+    __slots__ = ("body", "raw_headers", "status_code")
+
+    def __init__(self, status_code: int, raw_headers: list[tuple[bytes, bytes]],
+                 body: bytes = b"") -> None:
+        self.status_code = status_code
+        self.raw_headers = raw_headers
+        self.body = body
+
+    @property
+    def headers(self) -> MutableHeaders:
+        return MutableHeaders(raw=self.raw_headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+Answer = Response | RawResponse
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+def json_response(content: Any, status: int = 200,
+                  headers: Mapping[str, str] | None = None) -> RawResponse:
+    """Starlette's ``JSONResponse(content, status, headers)`` — the same headers in the same
+    order — with the body rendered by :mod:`healthid_broker.fastjson`."""
+    body = fastjson.dumps(content)
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] \
+        if headers else []
+    if status >= 200 and status not in (204, 304) and all(
+            k != b"content-length" for k, _v in raw):
+        raw.append((b"content-length", b"%d" % len(body)))
+    if all(k != b"content-type" for k, _v in raw):
+        raw.append(_JSON_TYPE)
+    return RawResponse(status, raw, body)
 
 
 @dataclass(frozen=True)
@@ -76,14 +112,16 @@ class Urls:
 _URL_AS_IS = re.compile(r"[A-Za-z0-9_.\-~:/%#?=@\[\]!$&'()*+,;]*")
 
 
-def redirect(url: str) -> Response:
-    """``RedirectResponse(url, 302)`` — without its per-character quoting pass when the URL
-    needs none (ours are built with the form encoder; this is on every login's path)."""
-    if _URL_AS_IS.fullmatch(url):
-        response = Response(status_code=302)
-        response.headers["location"] = url
-        return response
-    return RedirectResponse(url, status_code=302)
+_LOCATION_SAFE = ":/%#?=@[]!$&'()*+,;"  # RedirectResponse's ``safe``
+_EMPTY_LENGTH = (b"content-length", b"0")
+
+
+def redirect(url: str) -> RawResponse:
+    """What ``RedirectResponse(url, 302)`` sends — without its per-character quoting pass
+    when the URL needs none (ours are built with the form encoder; this is on every login's
+    path)."""
+    location = url if _URL_AS_IS.fullmatch(url) else quote(url, safe=_LOCATION_SAFE)
+    return RawResponse(302, [_EMPTY_LENGTH, (b"location", location.encode("latin-1"))])
 
 
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
@@ -120,14 +158,22 @@ MAX_FORM_BYTES = 16 * 1024  # a token request is a few hundred bytes
 MAX_FORM_FIELDS = 32
 
 
-async def _urlencoded_body(request: Request) -> list[tuple[str, str]] | None:
+async def _urlencoded_body(receive: Receive) -> list[tuple[str, str]] | None:
     """The ``application/x-www-form-urlencoded`` body in order, repeats kept; ``None`` when
-    it is larger than :data:`MAX_FORM_BYTES`, has too many fields or is not UTF-8."""
+    it is larger than :data:`MAX_FORM_BYTES`, has too many fields or is not UTF-8. A client
+    that goes away raises :class:`ClientDisconnect`, as Starlette's ``Request.stream``."""
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return None
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            body += message.get("body", b"")
+            if len(body) > MAX_FORM_BYTES:
+                return None
+            if not message.get("more_body", False):
+                break
+        elif kind == "http.disconnect":
+            raise ClientDisconnect()
     try:
         return parse_qsl(body.decode("utf-8"), errors="strict", max_fields=MAX_FORM_FIELDS)
     except (UnicodeDecodeError, ValueError):
@@ -147,8 +193,13 @@ def _single(items: Iterable[tuple[str, Any]]) -> tuple[dict[str, str], frozenset
     return out, frozenset(dup)
 
 
-def _query(request: Request) -> Iterable[tuple[str, str]]:
-    return parse_qsl(request.scope["query_string"].decode("latin-1"))
+def _query(scope: Scope) -> tuple[dict[str, str], frozenset[str]]:
+    """:func:`_single` of the query string."""
+    items = parse_qsl(scope["query_string"].decode("latin-1"))
+    params = dict(items)
+    if len(params) == len(items):  # no name repeated (the common case): no loop of ours
+        return params, frozenset()
+    return _single(items)
 
 
 class BrokerWeb:
@@ -180,7 +231,7 @@ class BrokerWeb:
         return self._page("error.html", lang, status, code=code, message=message,
                           incident=incident, back_url=back_url)
 
-    def _outcome(self, request: Request, outcome: Outcome) -> Response:
+    def _outcome(self, request: Request, outcome: Outcome) -> Answer:
         if isinstance(outcome, Redirect):
             return redirect(outcome.url)
         if isinstance(outcome, ErrorPage):
@@ -208,18 +259,18 @@ class BrokerWeb:
         app: AppConfig | None = await self.service._app(request.path_params["short_key"])
         return app
 
-    async def entity_configuration(self, request: Request) -> Response:
+    async def entity_configuration(self, request: Request) -> Answer:
         app = await self._app_or_404(request)
         if app is None:
-            return JSONResponse({"error": "not_found"}, 404)
+            return json_response({"error": "not_found"}, 404)
         token = sign_entity_configuration(app.entity, now=int(self.clock()))
         return Response(token, media_type=ENTITY_STATEMENT_CONTENT_TYPE, headers={
             "cache-control": f"public, max-age={ENTITY_CONFIGURATION_MAX_AGE}"})
 
-    async def discovery(self, request: Request) -> Response:
+    async def discovery(self, request: Request) -> Answer:
         app = await self._app_or_404(request)
         if app is None:
-            return JSONResponse({"error": "not_found"}, 404)
+            return json_response({"error": "not_found"}, 404)
         sk = app.short_key
         claims = sorted({c for s in app.scopes for c in SCOPE_CLAIMS.get(s, ())}
                         | {"sub", "iss", "aud", "exp", "iat", "nonce", "acr", "amr",
@@ -250,38 +301,43 @@ class BrokerWeb:
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
         }
-        return JSONResponse(doc, headers={"cache-control": "public, max-age=300"})
+        return json_response(doc, headers={"cache-control": "public, max-age=300"})
 
-    async def jwks(self, request: Request) -> Response:
+    async def jwks(self, request: Request) -> Answer:
         app = await self._app_or_404(request)
         if app is None:
-            return JSONResponse({"error": "not_found"}, 404)
-        return JSONResponse({"keys": [k.public_dict() for k in app.provider_jwks]},
-                            headers={"cache-control": "public, max-age=300"})
+            return json_response({"error": "not_found"}, 404)
+        return json_response({"keys": [k.public_dict() for k in app.provider_jwks]},
+                             headers={"cache-control": "public, max-age=300"})
 
-    async def idps(self, request: Request) -> Response:
+    async def idps(self, request: Request) -> Answer:
         """Gateway mode: the verified IdP list, for apps that render their own chooser."""
         app = await self._app_or_404(request)
         if app is None:
-            return JSONResponse({"error": "not_found"}, 404)
+            return json_response({"error": "not_found"}, 404)
         try:
             entries = await self.service.upstream.idps()
         except UpstreamError:
-            return JSONResponse({"error": "temporarily_unavailable",
-                                 "error_description": "the federation's IdP list is unavailable"},
-                                503)
-        return JSONResponse({"idps": [
+            return json_response({"error": "temporarily_unavailable",
+                                  "error_description": "the federation's IdP list is unavailable"},
+                                 503)
+        return json_response({"idps": [
             {"idp_hint": e.iss, "organization_name": e.organization_name,
              "logo_uri": e.logo_uri, "pkv": e.pkv} for e in entries]},
             headers={"cache-control": "public, max-age=300"})
 
-    async def authorize(self, request: Request) -> Response:
-        params, dup = _single(_query(request))
-        outcome = await self.service.authorize(request.path_params["short_key"], params,
-                                               duplicated=dup)
-        return self._outcome(request, outcome)
+    # authorize, callback and token (every login's three requests) read the ASGI scope
+    # directly; a Starlette Request is built only for the rare answers that need one
 
-    async def choose(self, request: Request) -> Response:
+    async def authorize(self, scope: Scope, receive: Receive) -> Answer:
+        params, dup = _query(scope)
+        outcome = await self.service.authorize(scope["path_params"]["short_key"], params,
+                                               duplicated=dup)
+        if isinstance(outcome, Redirect):
+            return redirect(outcome.url)
+        return self._outcome(Request(scope, receive), outcome)
+
+    async def choose(self, request: Request) -> Answer:
         form = await request.form()
         params, _dup = _single(form.multi_items())
         outcome = await self.service.choose(
@@ -289,55 +345,66 @@ class BrokerWeb:
             params.get("lang"))
         return self._outcome(request, outcome)
 
-    async def callback(self, request: Request) -> Response:
-        params, _dup = _single(_query(request))
-        outcome = await self.service.callback(request.path_params["short_key"], params)
-        return self._outcome(request, outcome)
+    async def callback(self, scope: Scope, receive: Receive) -> Answer:
+        params, _dup = _query(scope)
+        outcome = await self.service.callback(scope["path_params"]["short_key"], params)
+        if isinstance(outcome, Redirect):
+            return redirect(outcome.url)
+        return self._outcome(Request(scope, receive), outcome)
 
-    async def token(self, request: Request) -> Response:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    async def token(self, scope: Scope, receive: Receive) -> Answer:
+        # Starlette's headers.get (the first one) and headers.getlist, on the raw list
+        content_type: bytes | None = None
+        authorization: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                if content_type is None:
+                    content_type = value
+            elif name == b"authorization":
+                authorization.append(value.decode("latin-1"))
+        ctype = (content_type or b"").decode("latin-1").split(";")[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
-            return JSONResponse({"error": "invalid_request", "error_description":
-                                 "the token request must be application/x-www-form-urlencoded"},
-                                400, headers={"cache-control": "no-store"})
-        items = await _urlencoded_body(request)
+            return json_response({"error": "invalid_request", "error_description":
+                                  "the token request must be application/x-www-form-urlencoded"},
+                                 400, headers={"cache-control": "no-store"})
+        items = await _urlencoded_body(receive)
         if items is None:
-            return JSONResponse({"error": "invalid_request", "error_description":
-                                 "the token request body is too large or not valid UTF-8"},
-                                400, headers={"cache-control": "no-store"})
-        answer = await self.service.token(request.path_params["short_key"], items,
-                                          request.headers.getlist("authorization"))
-        return JSONResponse(answer.body, answer.status, headers=answer.headers)
+            return json_response({"error": "invalid_request", "error_description":
+                                  "the token request body is too large or not valid UTF-8"},
+                                 400, headers={"cache-control": "no-store"})
+        answer = await self.service.token(scope["path_params"]["short_key"], items,
+                                          authorization)
+        return json_response(answer.body, answer.status, headers=answer.headers)
 
-    async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+    async def healthz(self, scope: Scope, receive: Receive) -> Answer:
+        return json_response({"status": "ok"})
 
-    async def not_found(self, request: Request) -> Response:
+    async def not_found(self, request: Request) -> Answer:
         if _wants_json(request):
-            return JSONResponse({"error": "not_found"}, 404)
+            return json_response({"error": "not_found"}, 404)
         return self.error_page(request, "not_found", 404)
 
-    async def server_error(self, request: Request) -> Response:
+    async def server_error(self, request: Request) -> Answer:
         """The last-resort answer: a friendly page or OAuth-style JSON with an incident id;
         the :class:`Guard` logs the exception's type under the same id."""
         incident = incident_id(request.scope)
         if _wants_json(request):
-            return JSONResponse({"error": "server_error",
-                                 "error_description": f"internal error, incident {incident}"},
-                                500)
+            return json_response({"error": "server_error",
+                                  "error_description": f"internal error, incident {incident}"},
+                                 500)
         return self.error_page(request, "server_error", 500, incident=incident)
 
-    async def method_not_allowed(self, request: Request, allowed: frozenset[str]) -> Response:
-        return JSONResponse({"error": "invalid_request",
-                             "error_description": "method not allowed"}, 405,
-                            headers={"allow": ", ".join(sorted(allowed))})  # RFC 9110 §15.5.6
+    async def method_not_allowed(self, request: Request, allowed: frozenset[str]) -> Answer:
+        return json_response({"error": "invalid_request",
+                              "error_description": "method not allowed"}, 405,
+                             headers={"allow": ", ".join(sorted(allowed))})  # RFC 9110 §15.5.6
 
-    def endpoints(self) -> dict[str, tuple[Endpoint, frozenset[str]]]:
+    def endpoints(self) -> dict[str, tuple[Endpoint | Asgi, frozenset[str]]]:
         """Per application: path below ``/<short-key>/`` → (endpoint, methods)."""
         return {
-            "authorize": (self.authorize, _GET),
-            "callback": (self.callback, _GET),
-            "token": (self.token, _POST),
+            "authorize": (Asgi(self.authorize), _GET),
+            "callback": (Asgi(self.callback), _GET),
+            "token": (Asgi(self.token), _POST),
             "authorize/choose": (self.choose, _POST),
             ".well-known/openid-federation": (self.entity_configuration, _GET),
             ".well-known/openid-configuration": (self.discovery, _GET),
@@ -346,9 +413,29 @@ class BrokerWeb:
         }
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Answer]]
+AsgiEndpoint = Callable[[Scope, Receive], Awaitable[Answer]]
 _GET = frozenset({"GET", "HEAD"})
 _POST = frozenset({"POST"})
+
+
+@dataclass(frozen=True)
+class Asgi:
+    """In :meth:`BrokerWeb.endpoints`: an endpoint that takes the ASGI scope and receive
+    channel instead of a Starlette ``Request``."""
+
+    endpoint: AsgiEndpoint
+
+
+def _asgi(endpoint: Endpoint | Asgi) -> AsgiEndpoint:
+    """Every route as an :data:`AsgiEndpoint`; a ``Request`` only for those that take one."""
+    if isinstance(endpoint, Asgi):
+        return endpoint.endpoint
+
+    def with_request(scope: Scope, receive: Receive) -> Awaitable[Answer]:
+        return endpoint(Request(scope, receive))
+
+    return with_request
 
 
 class BrokerApp:
@@ -362,16 +449,22 @@ class BrokerApp:
     answer and is re-raised for the :class:`Guard` to log (with the same incident id).
 
     A dictionary lookup instead of a router that tries a regular expression per route and a
-    middleware stack of its own: the three requests of every login pass through here, and
+    middleware stack of its own, and no Starlette ``Request`` unless the endpoint (or a
+    404/405/500 answer) takes one: the three requests of every login pass through here, and
     this path is part of the broker's CPU per login (docs/performance.md).
     """
 
     def __init__(self, web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = None) -> None:
         self.web = web
-        self._per_app = web.endpoints()
-        self._plain: dict[str, tuple[Endpoint, frozenset[str]]] = {
+        self._per_app = {path: (_asgi(endpoint), methods)
+                         for path, (endpoint, methods) in web.endpoints().items()}
+        self._plain: dict[str, tuple[AsgiEndpoint, frozenset[str]]] = {
             "/healthz": (web.healthz, _GET)}
-        self._mounts = [(prefix.rstrip("/"), app) for prefix, app in (mounts or {}).items()]
+        self._static = (_asgi(self._static_file), _GET)
+        self._mounts: list[tuple[str, str, ASGIApp]] = []
+        for prefix, app in (mounts or {}).items():
+            p = prefix.rstrip("/")
+            self._mounts.append((p, p + "/", app))  # the prefix itself, and below it
         self._files = StaticFiles(directory=_HERE / "static")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -380,8 +473,8 @@ class BrokerApp:
         path: str = scope["path"]
         route = self._plain.get(path)
         if route is None:
-            for prefix, app in self._mounts:
-                if path == prefix or path.startswith(prefix + "/"):
+            for prefix, below, app in self._mounts:
+                if path == prefix or path.startswith(below):
                     await app(scope, receive, send)
                     return
             short_key, slash, rest = path[1:].partition("/")
@@ -389,21 +482,20 @@ class BrokerApp:
                 route = self._per_app.get(rest)
                 scope["path_params"] = {"short_key": short_key}
             if route is None and path.startswith("/static/"):
-                route = (self._static_file, _GET)
-        request = Request(scope, receive)
+                route = self._static
         try:
             if route is None:
-                response = await self.web.not_found(request)
+                response = await self.web.not_found(Request(scope, receive))
             elif scope["method"] not in route[1]:
-                response = await self.web.method_not_allowed(request, route[1])
+                response = await self.web.method_not_allowed(Request(scope, receive), route[1])
             else:
-                response = await route[0](request)
+                response = await route[0](scope, receive)
         except Exception:
-            await (await self.web.server_error(request))(scope, receive, send)
+            await (await self.web.server_error(Request(scope, receive)))(scope, receive, send)
             raise  # the Guard logs it under the incident id the answer names
         await response(scope, receive, send)
 
-    async def _static_file(self, request: Request) -> Response:
+    async def _static_file(self, request: Request) -> Answer:
         """The stylesheet and script below ``/static`` (StaticFiles' own path checks)."""
         scope = {**request.scope, "root_path": request.scope.get("root_path", "") + "/static"}
         try:

@@ -37,7 +37,6 @@ import contextlib
 import email.utils
 import http
 import logging
-import re
 import socket
 import ssl
 import time
@@ -65,8 +64,15 @@ SWEEP_INTERVAL = 1.0
 _STATUS_LINES = {
     int(s): b"HTTP/1.1 %d %s\r\n" % (int(s), s.phrase.encode("ascii")) for s in http.HTTPStatus
 }
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")  # RFC 9110 §5.6.2 token
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # no CR, LF, NUL or other controls
+# what bytes.translate deletes to leave nothing but the offending bytes behind
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_CONTROLS = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])  # CR, LF, NUL, ... (not HTAB)
+# header names the server writes itself (framing, date): the rest is formatted at start
+_FRAMING = frozenset({b"content-length", b"connection", b"transfer-encoding", b"date"})
+# Printable ASCII except "#": in a target of only these that starts with "/",
+# httptools.parse_url finds nothing but the path before the first "?" and the query after
+# it (tests/web/test_lean_server_parts.py checks this against parse_url).
+_PLAIN_TARGET = bytes(range(0x21, 0x7F)).replace(b"#", b"")
 _NO_BODY_STATUS = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -76,24 +82,59 @@ def _status_line(status: int) -> bytes:
     return line if line is not None else b"HTTP/1.1 %d \r\n" % status
 
 
+def _fields(raw: Any) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """An application's response headers as checked, lower-cased header lines, and the
+    framing ones (:data:`_FRAMING`, for :meth:`_Cycle._head`) apart, in their order."""
+    names = [n for n, _v in raw]
+    values = b"".join([v for _n, v in raw])
+    # one pass over all names and one over all values (a bad byte anywhere is found either
+    # way): no response splitting, no invalid field names (RFC 9110 §5.6.2 token, §5.5)
+    if (not all(names) or b"".join(names).translate(None, _TOKEN)
+            or len(values.translate(None, _CONTROLS)) != len(values)):
+        raise _ResponseError("invalid header name or value")
+    lines: list[bytes] = []
+    framing: list[tuple[bytes, bytes]] = []
+    for raw_name, value in raw:
+        name = raw_name.lower()
+        if name in _FRAMING:
+            framing.append((name, value))
+        else:
+            lines += (name, b": ", value, b"\r\n")
+    return b"".join(lines), framing
+
+
+def _split_target(target: bytes) -> tuple[bytes, bytes]:
+    """A request target's path and query, as httptools.parse_url finds them; a target it
+    refuses is a 400."""
+    if target[:1] == b"/" and not target.translate(None, _PLAIN_TARGET):
+        path, _, query = target.partition(b"?")  # the common case, without parse_url's object
+        return path, query
+    try:
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        raise _Refused(400, b"Bad Request") from None
+    return url.path or b"/", url.query or b""
+
+
 def _plain_response(status: int, text: bytes) -> bytes:
     return (_status_line(status) + b"content-type: text/plain; charset=utf-8\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(text), text))
 
 
 class _Date:
-    """The ``date`` header value, formatted once per second."""
+    """The ``date`` header line that ends a response head, formatted once per second."""
 
     def __init__(self) -> None:
         self._second = -1
-        self._value = b""
+        self._line = b""
 
-    def get(self) -> bytes:
+    def line(self) -> bytes:
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._value = email.utils.formatdate(now, usegmt=True).encode("ascii")
-        return self._value
+            self._line = b"date: %s\r\n\r\n" % email.utils.formatdate(
+                now, usegmt=True).encode("ascii")
+        return self._line
 
 
 class _ResponseError(Exception):
@@ -105,9 +146,9 @@ class _Cycle:
 
     __slots__ = (
         "body", "body_buffered", "body_done", "chunked", "conn", "content_left",
-        "disconnected", "expect_continue", "has_body", "head_only", "head_written",
-        "headers", "keep_alive", "request_complete", "response_complete", "scope",
-        "started", "status", "waiter",
+        "disconnected", "expect_continue", "fields", "framing", "has_body", "head_only",
+        "head_written", "keep_alive", "request_complete", "response_complete", "scope",
+        "started", "status", "task", "waiter",
     )
 
     def __init__(self, conn: _Connection, scope: Scope, keep_alive: bool,
@@ -127,7 +168,9 @@ class _Cycle:
         self.head_written = False
         self.response_complete = False
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.fields = b""  # the response's header lines but framing and date
+        self.framing: list[tuple[bytes, bytes]] = []
+        self.task: asyncio.Task[None] | None = None
         self.has_body = True
         self.chunked = False
         self.content_left: int | None = None
@@ -170,14 +213,7 @@ class _Cycle:
             status = message["status"]
             if not isinstance(status, int) or not 100 <= status <= 999:
                 raise _ResponseError("invalid status")
-            raw = message.get("headers", ())
-            names = [n for n, _v in raw]
-            # one search over all names and one over all values (a bad byte anywhere is
-            # found either way): no response splitting, no invalid field names
-            if (not all(names) or _BAD_NAME.search(b"".join(names))
-                    or _BAD_VALUE.search(b"".join([v for _n, v in raw]))):
-                raise _ResponseError("invalid header name or value")
-            self.headers = [(n.lower(), v) for n, v in raw]
+            self.fields, self.framing = _fields(message.get("headers", ()))
             self.status, self.started = status, True
             return
         if kind != "http.response.body" or self.response_complete:
@@ -213,9 +249,8 @@ class _Cycle:
     def _head(self, body: bytes, more: bool) -> bytes:
         status = self.status
         self.has_body = status >= 200 and status not in _NO_BODY_STATUS
-        lines = [_status_line(status)]
         length: int | None = None
-        for name, value in self.headers:
+        for name, value in self.framing:  # content-length and connection are written below
             if name == b"content-length":
                 try:
                     length = int(value)
@@ -223,14 +258,10 @@ class _Cycle:
                     raise _ResponseError("invalid content-length") from None
                 if length < 0:
                     raise _ResponseError("invalid content-length")
-                continue  # written below, once
-            if name == b"connection":
-                if b"close" in value.lower():
-                    self.keep_alive = False
-                continue  # written below
-            if name in (b"transfer-encoding", b"date"):
-                continue  # framing and date are ours
-            lines.append(b"%s: %s\r\n" % (name, value))
+            elif name == b"connection" and b"close" in value.lower():
+                self.keep_alive = False
+            # transfer-encoding and date: framing and date are ours
+        lines = [_status_line(status), self.fields]
         if self.has_body:
             if length is None and not more:
                 if body or not self.head_only:
@@ -250,7 +281,7 @@ class _Cycle:
         if not self.keep_alive or self.conn.closing or self.conn.draining:
             self.keep_alive = False
             lines.append(b"connection: close\r\n")
-        lines.append(b"date: %s\r\n\r\n" % self.conn.server.date.get())
+        lines.append(self.conn.server.date.line())
         return b"".join(lines)
 
 
@@ -275,6 +306,7 @@ class _Connection(asyncio.Protocol):
         self.header_bytes = 0
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.expect_continue = False
         self.upgrade = False
         self.eof = False  # the client half-closed: answer what it asked, then close
         self.client: tuple[str, int] | None = None
@@ -348,10 +380,11 @@ class _Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- parser callbacks
 
     def on_message_begin(self) -> None:
-        self.request_began = time.monotonic()
+        self.request_began = self.last_activity  # set by data_received, which calls us
         self.header_bytes = 0
         self.url = b""
         self.headers = []
+        self.expect_continue = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -359,19 +392,19 @@ class _Connection(asyncio.Protocol):
             raise _Refused(414, b"URI Too Long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value) + 4
-        if self.header_bytes > MAX_HEADER_BYTES:
+        size = self.header_bytes + len(name) + len(value) + 4
+        if size > MAX_HEADER_BYTES:
             raise _Refused(431, b"Request Header Fields Too Large")
-        self.headers.append((name.lower(), value))
+        self.header_bytes = size
+        name = name.lower()
+        self.headers.append((name, value))
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
 
     def on_headers_complete(self) -> None:
         self.request_began = None
         parser = self.parser
-        try:
-            url = httptools.parse_url(self.url)
-        except httptools.HttpParserInvalidURLError:
-            raise _Refused(400, b"Bad Request") from None
-        raw_path: bytes = url.path or b"/"
+        raw_path, query = _split_target(self.url)
         try:
             path = raw_path.decode("ascii")
         except UnicodeDecodeError:
@@ -387,15 +420,14 @@ class _Connection(asyncio.Protocol):
             "scheme": self.server.scheme,
             "path": path,
             "raw_path": raw_path,
-            "query_string": url.query or b"",
+            "query_string": query,
             "root_path": "",
             "headers": self.headers,
             "client": self.client,
             "server": self.local,
         }
-        expect = any(n == b"expect" and v.lower() == b"100-continue" for n, v in self.headers)
         keep_alive = bool(parser.should_keep_alive()) and not parser.should_upgrade()
-        cycle = _Cycle(self, scope, keep_alive, expect)
+        cycle = _Cycle(self, scope, keep_alive, self.expect_continue)
         self.cycle = cycle
         if self.active is None:
             self.start(cycle)
@@ -423,9 +455,11 @@ class _Connection(asyncio.Protocol):
 
     def start(self, cycle: _Cycle) -> None:
         self.active = cycle
-        task = self.loop.create_task(self.run(cycle))
-        self.server.tasks.add(task)
-        task.add_done_callback(self.server.tasks.discard)
+        # run() takes its task out of the set itself: no done-callback, which would cost an
+        # extra event-loop callback per request (done already: an eager task factory ran it)
+        cycle.task = task = self.loop.create_task(self.run(cycle))
+        if not task.done():
+            self.server.tasks.add(task)
 
     async def run(self, cycle: _Cycle) -> None:
         try:
@@ -437,6 +471,8 @@ class _Connection(asyncio.Protocol):
         except BaseException:  # cancelled (stop): the connection cannot go on
             self.close()
             raise
+        finally:
+            self.server.tasks.discard(cycle.task)
         if not cycle.response_complete:
             log.error("ASGI application returned without a complete response")
             self.fail(cycle)

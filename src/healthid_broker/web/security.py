@@ -34,6 +34,11 @@ _BASE_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 _BASE_NAMES = frozenset(k for k, _ in _BASE_HEADERS)
 _HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+_NO_STORE = (b"cache-control", b"no-store")
+# What the guard appends when the app set none of _BASE_NAMES (the common case), indexed by
+# whether it set cache-control: one list concatenation per response.
+_PLAIN_BLOCKS = ([*_BASE_HEADERS, _NO_STORE], _BASE_HEADERS)
+_TLS_BLOCKS = ([*_BASE_HEADERS, _HSTS, _NO_STORE], [*_BASE_HEADERS, _HSTS])
 
 
 def incident_id(scope: Scope) -> str:
@@ -43,6 +48,19 @@ def incident_id(scope: Scope) -> str:
         incident = uuid.uuid4().hex[:12]
         scope["healthid.incident"] = incident
     return incident
+
+
+def _merged(headers: list[tuple[bytes, bytes]], present: set[bytes],
+            hsts: bool) -> list[tuple[bytes, bytes]]:
+    """The app's headers and ours, where the app set some of ours itself (the chooser's
+    CSP): the app's win."""
+    out = list(headers)
+    out.extend(kv for kv in _BASE_HEADERS if kv[0] not in present)
+    if hsts:
+        out.append(_HSTS)
+    if b"cache-control" not in present:
+        out.append(_NO_STORE)
+    return out
 
 
 class Guard:
@@ -60,6 +78,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         hsts = self.hsts and scope.get("scheme") == "https"
+        blocks = _TLS_BLOCKS if hsts else _PLAIN_BLOCKS
         started = False
 
         def _send(message: Message) -> Awaitable[None]:
@@ -68,17 +87,14 @@ class Guard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = list(message.get("headers", ()))
+                headers = message.get("headers", ())
+                if type(headers) is not list:
+                    headers = list(headers)  # read twice below
                 present = {k.lower() for k, _ in headers}
                 if present.isdisjoint(_BASE_NAMES):
-                    headers += _BASE_HEADERS
-                else:  # the app set one of them itself (the chooser's CSP): keep the app's
-                    headers.extend(kv for kv in _BASE_HEADERS if kv[0] not in present)
-                if hsts:
-                    headers.append(_HSTS)
-                if b"cache-control" not in present:
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
+                    message["headers"] = [*headers, *blocks[b"cache-control" in present]]
+                else:
+                    message["headers"] = _merged(headers, present, hsts)
             return send(message)
 
         try:
