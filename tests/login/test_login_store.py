@@ -105,6 +105,51 @@ async def test_entry_cannot_be_moved_to_another_purpose() -> None:
         await store.get("login.code", "k")
 
 
+async def test_store_layout_is_the_sealers_public_one() -> None:
+    backend = MemoryBackend()
+    store = SealedStore(backend, SEALER)
+    await store.put("login.code", "the-code", b"value", ttl=60)
+    ((bkey, sealed),) = backend.raw_items().items()
+    assert bkey == f"login.code:{SEALER.index('login.code', 'the-code')}"
+    assert SEALER.open("login.code", "the-code", sealed) == b"value"
+    # and an entry sealed through the public API is read back by the store
+    await backend.put(f"p:{SEALER.index('p', 'k')}", SEALER.seal("p", "k", b"v2"), 60_000)
+    assert await store.get("p", "k") == b"v2"
+    assert await store.take("p", "k") == b"v2"
+    assert await store.take("p", "k") is None
+
+
+async def test_store_refuses_bad_purpose_or_key_before_the_backend() -> None:
+    class Untouchable(MemoryBackend):
+        async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
+            raise AssertionError("backend called")
+
+        async def get(self, key: str) -> bytes | None:
+            raise AssertionError("backend called")
+
+        async def take(self, key: str) -> bytes | None:
+            raise AssertionError("backend called")
+
+        async def delete(self, key: str) -> None:
+            raise AssertionError("backend called")
+
+        async def add_if_absent(self, key: str, ttl_ms: int) -> bool:
+            raise AssertionError("backend called")
+
+    store = SealedStore(Untouchable(), SEALER)
+    for purpose, key, what in (("Bad", "k", "purpose"), ("Bad", "", "purpose"),
+                               ("p", "", "store key")):
+        with pytest.raises(TTLRefused):  # the TTL is checked first, as before
+            await store.put(purpose, key, b"v", ttl=0)
+        with pytest.raises(SealError, match=what):
+            await store.put(purpose, key, b"v", ttl=1)
+        for op in (store.get, store.take, store.delete):
+            with pytest.raises(SealError, match=what):
+                await op(purpose, key)
+        with pytest.raises(SealError, match=what):
+            await store.add_if_absent(purpose, key, ttl=1)
+
+
 # --------------------------------------------------------------------------- redis
 
 

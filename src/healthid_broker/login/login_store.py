@@ -36,11 +36,6 @@ PURPOSE_UPSTREAM = "login.upstream"
 PURPOSE_CODE = "login.code"
 
 
-def _ttl(txn: LiveTransaction, now: float) -> float | None:
-    remaining = txn.deadline - now
-    return remaining if remaining > 0 else None
-
-
 class LoginStore:
     """Saves, loads and takes typed login transactions by state."""
 
@@ -48,8 +43,8 @@ class LoginStore:
         self._store = store
 
     async def _put(self, purpose: str, key: str, txn: LiveTransaction, now: float) -> bool:
-        ttl = _ttl(txn, now)
-        if ttl is None:
+        ttl = txn.deadline - now
+        if not ttl > 0:  # also NaN: nothing saved, as for an expired login
             return False
         await self._store.put(purpose, key, encode(txn), ttl)
         return True

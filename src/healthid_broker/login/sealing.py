@@ -48,25 +48,34 @@ def _lp(data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-_PURPOSES: dict[str, bytes] = {}  # the few purposes in use, checked once each
+# The few purposes in use, checked and length-prefixed once each: purpose → _lp(purpose)
+_PURPOSES: dict[str, bytes] = {}
 
 
-def _check_purpose(purpose: str) -> bytes:
+def _purpose_field(purpose: str) -> bytes:
     checked = _PURPOSES.get(purpose) if isinstance(purpose, str) else None
     if checked is not None:
         return checked
     if not isinstance(purpose, str) or not PURPOSE_RE.match(purpose):
         raise SealError("purpose must match [a-z][a-z0-9_.-]{0,31}")
-    checked = purpose.encode("ascii")
+    checked = _lp(purpose.encode("ascii"))
     if len(_PURPOSES) < 64:  # purposes are code constants; never let input grow this
         _PURPOSES[purpose] = checked
     return checked
 
 
-def _check_key(key: str) -> bytes:
+def _key_field(key: str) -> bytes:
     if not isinstance(key, str) or not key or len(key) > 512:
         raise SealError("store key must be a non-empty string of at most 512 characters")
-    return key.encode("utf-8")
+    return _lp(key.encode("utf-8"))
+
+
+def _fields(purpose: str, key: str) -> tuple[bytes, bytes]:
+    """The checked, length-prefixed (purpose, key) that the AAD and the index are built of.
+
+    :class:`~.store.SealedStore` computes them once per operation for both its calls.
+    """
+    return _purpose_field(purpose), _key_field(key)
 
 
 class Sealer:
@@ -94,6 +103,9 @@ class Sealer:
         if len(index_key) < _KEY_LEN:
             raise SealError("the index key must be at least 32 bytes")
         self._aead = {kid: AESGCM(bytes(k)) for kid, k in keys.items()}
+        # AAD = _VERSION ‖ kid ‖ _lp(purpose) ‖ _lp(key); the part before the purpose per kid
+        self._aad_heads = {kid: _VERSION + bytes([kid]) for kid in keys}
+        self._sealing = (bytes([current]), self._aead[current], self._aad_heads[current])
         self._current = current
         self._index_mac = HmacSha256(bytes(index_key))
         self._random = random
@@ -113,24 +125,27 @@ class Sealer:
 
     def index(self, purpose: str, key: str) -> str:
         """The HMAC-SHA256 store index of (purpose, key), base64url (43 chars)."""
-        return b64u_encode(
-            self._index_mac.digest(_lp(_check_purpose(purpose)) + _lp(_check_key(key))))
-
-    @staticmethod
-    def _aad(kid: int, purpose: bytes, key: bytes) -> bytes:
-        return _VERSION + bytes([kid]) + _lp(purpose) + _lp(key)
+        return self._index(_fields(purpose, key))
 
     def seal(self, purpose: str, key: str, plaintext: bytes) -> bytes:
-        p, k = _check_purpose(purpose), _check_key(key)
+        return self._seal(_fields(purpose, key), plaintext)
+
+    def open(self, purpose: str, key: str, sealed: bytes) -> bytes:
+        return self._open(_fields(purpose, key), sealed)
+
+    # The same on fields from :func:`_fields` (used by SealedStore directly).
+
+    def _index(self, fields: tuple[bytes, bytes]) -> str:
+        return b64u_encode(self._index_mac.digest(fields[0] + fields[1]))
+
+    def _seal(self, fields: tuple[bytes, bytes], plaintext: bytes) -> bytes:
         nonce = self._random(_NONCE_LEN)
         if len(nonce) != _NONCE_LEN:
             raise SealError("nonce source returned the wrong length")
-        kid = self._current
-        ct = self._aead[kid].encrypt(nonce, plaintext, self._aad(kid, p, k))
-        return bytes([kid]) + nonce + ct
+        kid, aead, aad_head = self._sealing
+        return kid + nonce + aead.encrypt(nonce, plaintext, aad_head + fields[0] + fields[1])
 
-    def open(self, purpose: str, key: str, sealed: bytes) -> bytes:
-        p, k = _check_purpose(purpose), _check_key(key)
+    def _open(self, fields: tuple[bytes, bytes], sealed: bytes) -> bytes:
         if len(sealed) < OVERHEAD:
             raise SealError("sealed entry is too short")
         kid = sealed[0]
@@ -141,8 +156,9 @@ class Sealer:
                 "(was the key removed before its entries expired?)"
             )
         nonce = sealed[1 : 1 + _NONCE_LEN]
+        aad = self._aad_heads[kid] + fields[0] + fields[1]
         try:
-            return aead.decrypt(nonce, sealed[1 + _NONCE_LEN :], self._aad(kid, p, k))
+            return aead.decrypt(nonce, sealed[1 + _NONCE_LEN :], aad)
         except InvalidTag:
             raise SealError(
                 "sealed entry does not authenticate: tampered, or sealed for another "

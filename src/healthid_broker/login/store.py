@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import StoreError, StoreFull, TTLRefused
-from .sealing import Sealer
+from .sealing import Sealer, _fields
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -47,7 +47,8 @@ MAX_TTL = 600.0
 
 def check_ttl(ttl: float) -> int:
     """Validate ``ttl`` (seconds) and return it in whole milliseconds (rounded up)."""
-    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or math.isnan(ttl):
+    # a tuple, not ``int | float``: that expression builds a union object on every call
+    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or math.isnan(ttl):
         raise TTLRefused("TTL must be a number of seconds")
     if ttl <= 0:
         raise TTLRefused(f"TTL must be positive, got {ttl}")
@@ -232,24 +233,27 @@ class SealedStore:
     def backend(self) -> TransientBackend:
         return self._backend
 
+    # Purpose and key are checked and encoded once per operation (_fields) and used for both
+    # the index and the AEAD; same checks, in the same order, as Sealer's public methods.
+
     def _bkey(self, purpose: str, key: str) -> str:
-        return f"{purpose}:{self._sealer.index(purpose, key)}"
+        return f"{purpose}:{self._sealer._index(_fields(purpose, key))}"
 
     async def put(self, purpose: str, key: str, value: bytes, ttl: float) -> None:
         ttl_ms = check_ttl(ttl)
-        sealed = self._sealer.seal(purpose, key, value)
-        await self._backend.put(self._bkey(purpose, key), sealed, ttl_ms)
-
-    def _open(self, purpose: str, key: str, sealed: bytes | None) -> bytes | None:
-        if sealed is None:
-            return None
-        return self._sealer.open(purpose, key, sealed)
+        fields = _fields(purpose, key)
+        sealed = self._sealer._seal(fields, value)
+        await self._backend.put(f"{purpose}:{self._sealer._index(fields)}", sealed, ttl_ms)
 
     async def get(self, purpose: str, key: str) -> bytes | None:
-        return self._open(purpose, key, await self._backend.get(self._bkey(purpose, key)))
+        fields = _fields(purpose, key)
+        sealed = await self._backend.get(f"{purpose}:{self._sealer._index(fields)}")
+        return None if sealed is None else self._sealer._open(fields, sealed)
 
     async def take(self, purpose: str, key: str) -> bytes | None:
-        return self._open(purpose, key, await self._backend.take(self._bkey(purpose, key)))
+        fields = _fields(purpose, key)
+        sealed = await self._backend.take(f"{purpose}:{self._sealer._index(fields)}")
+        return None if sealed is None else self._sealer._open(fields, sealed)
 
     async def delete(self, purpose: str, key: str) -> None:
         await self._backend.delete(self._bkey(purpose, key))
