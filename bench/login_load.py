@@ -54,6 +54,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # also when loaded by path (tests/bench)
+    sys.path.insert(0, str(HERE))
+
+from lean_client import LeanClient, TransportError  # noqa: E402 (bench-local module)
+
+Client = httpx.AsyncClient | LeanClient
 DEFAULT_PERSON = "A123456780"  # synthetic (healthid_broker.sandbox.persons)
 DEFAULT_SCOPE = ("openid urn:telematik:versicherter urn:telematik:display_name "
                  "urn:telematik:given_name urn:telematik:family_name urn:telematik:geburtsdatum "
@@ -210,7 +216,7 @@ class LoginResult:
     steps: dict[str, float]
 
 
-def _location(resp: httpx.Response, step: str) -> str:
+def _location(resp: Any, step: str) -> str:
     if resp.status_code not in (302, 303):
         raise LoginFailed(step, f"expected a redirect, got HTTP {resp.status_code}")
     loc: str | None = resp.headers.get("location")
@@ -219,7 +225,7 @@ def _location(resp: httpx.Response, step: str) -> str:
     return loc
 
 
-async def login(client: httpx.AsyncClient, t: Target, *, stop_after: str | None = None,
+async def login(client: Client, t: Target, *, stop_after: str | None = None,
                 cpu_probe: Callable[[], float] | None = None) -> LoginResult:
     """One complete login; ``stop_after`` = "authorize" or "callback" leaves it in flight.
 
@@ -304,7 +310,7 @@ class PhaseResult:
     wall: float = 0.0
 
 
-async def run_phase(client: httpx.AsyncClient, t: Target, *, count: int, concurrency: int,
+async def run_phase(client: Client, t: Target, *, count: int, concurrency: int,
                     deadline: float) -> PhaseResult:
     """``count`` logins, ``concurrency`` at a time; no new login starts after ``deadline``."""
     res = PhaseResult()
@@ -319,7 +325,7 @@ async def run_phase(client: httpx.AsyncClient, t: Target, *, count: int, concurr
             except LoginFailed as exc:
                 res.errors[exc.step] = res.errors.get(exc.step, 0) + 1
                 res.first_error = res.first_error or str(exc)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, TransportError) as exc:
                 res.errors["transport"] = res.errors.get("transport", 0) + 1
                 res.first_error = res.first_error or f"{type(exc).__name__}: {exc}"
 
@@ -371,7 +377,7 @@ def percentile(values: Sequence[float], p: float) -> float:
 # --------------------------------------------------------------------------- store size
 
 
-async def measure_inflight(client: httpx.AsyncClient, t: Target, redis_url: str, *,
+async def measure_inflight(client: Client, t: Target, redis_url: str, *,
                            k: int, concurrency: int, keep: bool) -> dict[str, Any]:
     """K logins left at UPSTREAM_PENDING and K at CODE_ISSUED; their store entries measured."""
     from redis.asyncio import Redis
@@ -439,6 +445,7 @@ def summarise(phase: PhaseResult, cpu: float, args: argparse.Namespace,
         "errors_by_step": phase.errors,
         "first_error": phase.first_error,
         "concurrency": args.concurrency,
+        "client": args.client,
         "warmup": args.warmup,
         "idp": args.idp,
         "store": "redis" if args.redis_url else "memory",
@@ -560,8 +567,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         limits = httpx.Limits(max_connections=args.concurrency * 4,
                               max_keepalive_connections=args.concurrency * 4)
         deadline_all = time.monotonic() + args.max_seconds
-        async with httpx.AsyncClient(verify=ctx, limits=limits, timeout=30.0,
-                                     follow_redirects=False) as client:
+        client_cm: Any = (
+            LeanClient(verify=ctx, timeout=30.0) if args.client == "lean" else
+            httpx.AsyncClient(verify=ctx, limits=limits, timeout=30.0, follow_redirects=False))
+        async with client_cm as client:
             if args.warmup:
                 warm = await run_phase(client, target, count=args.warmup,
                                        concurrency=args.concurrency, deadline=deadline_all)
@@ -682,6 +691,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="no new login starts after this many seconds (%(default)s)")
     p.add_argument("--profile", metavar="FILE",
                    help="run the broker under cProfile and write its stats to FILE")
+    p.add_argument("--client", choices=("lean", "httpx"), default="lean",
+                   help="the load generator's HTTP client: bench/lean_client.py (light, "
+                   "default) or httpx (several CPU-ms per login of its own on the same "
+                   "cores)")
     p.add_argument("--garbage", metavar="FILE",
                    help="count the objects only the cyclic garbage collector frees during the "
                    "measured runs (reference cycles per request) and write them to FILE")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
@@ -35,12 +36,13 @@ def _load_bench() -> ModuleType:
 bench = _load_bench()
 
 
-def test_bench_script_runs_complete_logins_and_measures_the_store() -> None:
+@pytest.mark.parametrize("client", ["lean", "httpx"])
+def test_bench_script_runs_complete_logins_and_measures_the_store(client: str) -> None:
     r = redis.Redis.from_url(REDIS_DB_URL)
     before = set(r.scan_iter(match="hidb-demo:*"))
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--logins", "2", "--repeat", "2", "--concurrency", "2",
-         "--warmup", "1",
+        [sys.executable, str(SCRIPT), "--client", client, "--logins", "2", "--repeat", "2",
+         "--concurrency", "2", "--warmup", "1",
          "--inflight", "2", "--step-cpu", "2", "--idp", "suedkasse",
          "--redis-url", REDIS_DB_URL, "--json"],
         check=False, capture_output=True, text=True, timeout=240, cwd=ROOT)
@@ -54,7 +56,7 @@ def test_bench_script_runs_complete_logins_and_measures_the_store() -> None:
     assert rep["broker_cpu_ms_per_login_max"] == max(per_run)
     assert all(r["load_generator_cpu_ms_per_login"] is not None for r in runs)
     assert rep["errors"] == 0 and rep["first_error"] is None
-    assert rep["store"] == "redis" and rep["idp"] == "suedkasse"
+    assert rep["store"] == "redis" and rep["idp"] == "suedkasse" and rep["client"] == client
     assert rep["logins_per_s"] > 0
     assert 0 < rep["latency_ms"]["p50"] <= rep["latency_ms"]["p99"]
     assert set(rep["step_latency_ms"]) == {"authorize", "idp", "callback", "token"}
