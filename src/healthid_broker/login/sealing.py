@@ -34,7 +34,7 @@ from ..crypto.jose import b64u_encode
 from ..crypto.mac import HmacSha256
 from .errors import SealError
 
-__all__ = ["PURPOSE_RE", "Sealer"]
+__all__ = ["PURPOSE_RE", "Sealer", "store_fields"]
 
 _VERSION = b"hidb-seal-v1"
 _NONCE_LEN = 12
@@ -70,10 +70,11 @@ def _key_field(key: str) -> bytes:
     return _lp(key.encode("utf-8"))
 
 
-def _fields(purpose: str, key: str) -> tuple[bytes, bytes]:
+def store_fields(purpose: str, key: str) -> tuple[bytes, bytes]:
     """The checked, length-prefixed (purpose, key) that the AAD and the index are built of.
 
-    :class:`~.store.SealedStore` computes them once per operation for both its calls.
+    :class:`~.store.SealedStore` computes them once per operation for both its calls
+    (:meth:`Sealer.index_of`, :meth:`Sealer.seal_with`, :meth:`Sealer.open_with`).
     """
     return _purpose_field(purpose), _key_field(key)
 
@@ -125,27 +126,27 @@ class Sealer:
 
     def index(self, purpose: str, key: str) -> str:
         """The HMAC-SHA256 store index of (purpose, key), base64url (43 chars)."""
-        return self._index(_fields(purpose, key))
+        return self.index_of(store_fields(purpose, key))
 
     def seal(self, purpose: str, key: str, plaintext: bytes) -> bytes:
-        return self._seal(_fields(purpose, key), plaintext)
+        return self.seal_with(store_fields(purpose, key), plaintext)
 
     def open(self, purpose: str, key: str, sealed: bytes) -> bytes:
-        return self._open(_fields(purpose, key), sealed)
+        return self.open_with(store_fields(purpose, key), sealed)
 
-    # The same on fields from :func:`_fields` (used by SealedStore directly).
+    # The same on fields from :func:`store_fields`.
 
-    def _index(self, fields: tuple[bytes, bytes]) -> str:
+    def index_of(self, fields: tuple[bytes, bytes]) -> str:
         return b64u_encode(self._index_mac.digest(fields[0] + fields[1]))
 
-    def _seal(self, fields: tuple[bytes, bytes], plaintext: bytes) -> bytes:
+    def seal_with(self, fields: tuple[bytes, bytes], plaintext: bytes) -> bytes:
         nonce = self._random(_NONCE_LEN)
         if len(nonce) != _NONCE_LEN:
             raise SealError("nonce source returned the wrong length")
         kid, aead, aad_head = self._sealing
         return kid + nonce + aead.encrypt(nonce, plaintext, aad_head + fields[0] + fields[1])
 
-    def _open(self, fields: tuple[bytes, bytes], sealed: bytes) -> bytes:
+    def open_with(self, fields: tuple[bytes, bytes], sealed: bytes) -> bytes:
         if len(sealed) < OVERHEAD:
             raise SealError("sealed entry is too short")
         kid = sealed[0]

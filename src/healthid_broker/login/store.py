@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import StoreError, StoreFull, TTLRefused
-from .sealing import Sealer, _fields
+from .sealing import Sealer, store_fields
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -233,34 +233,35 @@ class SealedStore:
     def backend(self) -> TransientBackend:
         return self._backend
 
-    # Purpose and key are checked and encoded once per operation (_fields) and used for both
-    # the index and the AEAD; same checks, in the same order, as Sealer's public methods.
+    # Purpose and key are checked and encoded once per operation (store_fields) and used for
+    # both the index and the AEAD; same checks, in the same order, as Sealer's public methods.
 
-    def _bkey(self, purpose: str, key: str) -> str:
-        return f"{purpose}:{self._sealer._index(_fields(purpose, key))}"
+    def _bkey(self, purpose: str, fields: tuple[bytes, bytes]) -> str:
+        return f"{purpose}:{self._sealer.index_of(fields)}"
 
     async def put(self, purpose: str, key: str, value: bytes, ttl: float) -> None:
         ttl_ms = check_ttl(ttl)
-        fields = _fields(purpose, key)
-        sealed = self._sealer._seal(fields, value)
-        await self._backend.put(f"{purpose}:{self._sealer._index(fields)}", sealed, ttl_ms)
+        fields = store_fields(purpose, key)
+        sealed = self._sealer.seal_with(fields, value)
+        await self._backend.put(self._bkey(purpose, fields), sealed, ttl_ms)
 
     async def get(self, purpose: str, key: str) -> bytes | None:
-        fields = _fields(purpose, key)
-        sealed = await self._backend.get(f"{purpose}:{self._sealer._index(fields)}")
-        return None if sealed is None else self._sealer._open(fields, sealed)
+        fields = store_fields(purpose, key)
+        sealed = await self._backend.get(self._bkey(purpose, fields))
+        return None if sealed is None else self._sealer.open_with(fields, sealed)
 
     async def take(self, purpose: str, key: str) -> bytes | None:
-        fields = _fields(purpose, key)
-        sealed = await self._backend.take(f"{purpose}:{self._sealer._index(fields)}")
-        return None if sealed is None else self._sealer._open(fields, sealed)
+        fields = store_fields(purpose, key)
+        sealed = await self._backend.take(self._bkey(purpose, fields))
+        return None if sealed is None else self._sealer.open_with(fields, sealed)
 
     async def delete(self, purpose: str, key: str) -> None:
-        await self._backend.delete(self._bkey(purpose, key))
+        await self._backend.delete(self._bkey(purpose, store_fields(purpose, key)))
 
     async def add_if_absent(self, purpose: str, key: str, ttl: float) -> bool:
         ttl_ms = check_ttl(ttl)
-        return await self._backend.add_if_absent(self._bkey(purpose, key), ttl_ms)
+        return await self._backend.add_if_absent(
+            self._bkey(purpose, store_fields(purpose, key)), ttl_ms)
 
 
 def memory_store(
