@@ -63,7 +63,7 @@ def quote_plus(value: str) -> str:
 
 def urlencode(pairs: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
     """``urllib.parse.urlencode`` for string keys and values."""
-    items = pairs.items() if type(pairs) is dict or isinstance(pairs, Mapping) else pairs
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
     # quote_plus inlined: keys always come from the cache, random values (state, nonce,
     # code) pass the plain test, constant values needing quotes come from the cache
     get, plain = _QUOTED.get, _plain

@@ -19,7 +19,6 @@ The broker generates its own ``state``, ``nonce`` and PKCE verifier toward the I
 
 from __future__ import annotations
 
-import binascii
 import functools
 import hashlib
 import ipaddress
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from ..crypto.jose import b64u_encode
 from ..http import ClientIdentity, HttpClient, HttpResponse, HttpTransportError
 from ..http.forms import urlencode
 from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
@@ -64,18 +64,12 @@ RandomBytes = Callable[[int], bytes]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _token_bytes = secrets.token_bytes
 
 
-def _b64u(data: bytes) -> str:
-    # base64.urlsafe_b64encode without its two Python-level wrappers
-    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_URLSAFE) \
-        .decode("ascii")
-
-
 @functools.lru_cache(maxsize=64)  # the IdPs' few endpoints
-def _is_https(url: str) -> bool:
+def is_https(url: str) -> bool:
+    """Whether ``url`` is an https URL (PAR and token endpoints must be)."""
     return urlsplit(url).scheme == "https"
 
 
@@ -83,7 +77,7 @@ def pkce_challenge(verifier: str) -> str:
     """RFC 7636 §4.2 S256: BASE64URL(SHA256(ASCII(code_verifier))) — always 43 chars."""
     if not _VERIFIER.match(verifier):
         raise ValueError("a PKCE code_verifier is 43-128 unreserved characters (RFC 7636 §4.1)")
-    return _b64u(hashlib.sha256(verifier.encode("ascii")).digest())
+    return b64u_encode(hashlib.sha256(verifier.encode("ascii")).digest())
 
 
 @dataclass(frozen=True)
@@ -110,15 +104,15 @@ def new_auth_secrets(randbytes: RandomBytes = secrets.token_bytes) -> AuthSecret
     if randbytes is _token_bytes:
         # secrets.token_bytes is os.urandom: one call (one getrandom syscall), not three
         raw = os.urandom(3 * _SECRET_BYTES)
-        return AuthSecrets(state=_b64u(raw[:_SECRET_BYTES]),
-                           nonce=_b64u(raw[_SECRET_BYTES:2 * _SECRET_BYTES]),
-                           code_verifier=_b64u(raw[2 * _SECRET_BYTES:]))
+        return AuthSecrets(state=b64u_encode(raw[:_SECRET_BYTES]),
+                           nonce=b64u_encode(raw[_SECRET_BYTES:2 * _SECRET_BYTES]),
+                           code_verifier=b64u_encode(raw[2 * _SECRET_BYTES:]))
     vals = []
     for _ in range(3):
         raw = randbytes(_SECRET_BYTES)
         if len(raw) != _SECRET_BYTES:
             raise ValueError("the random source returned the wrong number of bytes")
-        vals.append(_b64u(raw))
+        vals.append(b64u_encode(raw))
     return AuthSecrets(state=vals[0], nonce=vals[1], code_verifier=vals[2])
 
 
@@ -158,7 +152,7 @@ class ParRequest:
 
     def check(self) -> None:
         """Refuse a request the IdP would reject anyway (and say why, without secrets)."""
-        if not _is_https(self.endpoint):
+        if not is_https(self.endpoint):
             raise ParError(f"PAR endpoint {sanitize(self.endpoint)} is not an https URL")
         if "openid" not in self.scope.split(" "):
             raise ParError("the PAR scope must contain 'openid'")
@@ -205,7 +199,7 @@ def _parse_created(resp: HttpResponse, endpoint: str) -> ParResponse:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ParError(f"PAR answer of {sanitize(endpoint)} is not JSON",
                        status=resp.status) from exc
-    if type(body) is not dict and not isinstance(body, Mapping):
+    if not isinstance(body, Mapping):
         raise ParError(f"PAR answer of {sanitize(endpoint)} is not a JSON object",
                        status=resp.status)
     uri = body.get("request_uri")

@@ -13,14 +13,13 @@ exception message and hidden from ``repr`` (A_23050, GS-A_3813).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..http import ClientIdentity, HttpClient, HttpTransportError
 from .errors import TokenError, oauth_error_code, sanitize
+from .par import is_https
 
 __all__ = ["TokenResponse", "redeem_code"]
 
@@ -33,13 +32,8 @@ class TokenResponse:
     expires_in: int | None
 
 
-@functools.lru_cache(maxsize=64)  # the IdPs' few endpoints
-def _is_https(url: str) -> bool:
-    return urlsplit(url).scheme == "https"
-
-
 def _parse_ok(body: Any, endpoint: str) -> TokenResponse:
-    if type(body) is not dict and not isinstance(body, Mapping):
+    if not isinstance(body, Mapping):
         raise TokenError(f"token answer of {sanitize(endpoint)} is not a JSON object",
                          status=200)
     id_token = body.get("id_token")
@@ -76,7 +70,7 @@ async def redeem_code(
     identity: ClientIdentity,
 ) -> TokenResponse:
     """Exchange the authorization ``code`` for tokens over mTLS with ``identity``."""
-    if not _is_https(token_endpoint):
+    if not is_https(token_endpoint):
         raise TokenError(f"token endpoint {sanitize(token_endpoint)} is not an https URL")
     if not code:
         raise TokenError("the IdP's redirect carried no authorization code")
