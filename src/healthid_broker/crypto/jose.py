@@ -120,6 +120,20 @@ def _p256_public_key(x: bytes, y: bytes) -> ec.EllipticCurvePublicKey:
         raise JoseError("EC point is not on P-256") from exc
 
 
+def _public_key_of(d: Any) -> ec.EllipticCurvePublicKey:
+    """The public point of a JWK's JSON object (EC P-256 only)."""
+    if not isinstance(d, Mapping):
+        raise JoseError("JWK must be a JSON object")
+    if d.get("kty") != "EC" or d.get("crv") != "P-256":
+        raise JoseError("only EC P-256 keys are allowed (A_23196)")
+    try:
+        x = b64u_decode(d["x"])
+        y = b64u_decode(d["y"])
+    except KeyError as exc:
+        raise JoseError(f"JWK lacks the member {exc.args[0]!r}") from exc
+    return _p256_public_key(x, y)
+
+
 @dataclass(frozen=True)
 class JWK:
     """An EC P-256 key with its JWK parameters (``kid``, ``use``, ``alg``, ``x5c``…)."""
@@ -157,16 +171,7 @@ class JWK:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JWK:
-        if not isinstance(d, Mapping):
-            raise JoseError("JWK must be a JSON object")
-        if d.get("kty") != "EC" or d.get("crv") != "P-256":
-            raise JoseError("only EC P-256 keys are allowed (A_23196)")
-        try:
-            x = b64u_decode(d["x"])
-            y = b64u_decode(d["y"])
-        except KeyError as exc:
-            raise JoseError(f"JWK lacks the member {exc.args[0]!r}") from exc
-        pub = _p256_public_key(x, y)
+        pub = _public_key_of(d)
         priv = None
         if "d" in d:
             dval = int.from_bytes(b64u_decode(d["d"]), "big")
@@ -437,13 +442,7 @@ class ParsedJWE:
         if epk is None:
             raise JWEError("JWE header lacks epk")
         try:
-            # only the public point matters; a JWK object of its own is not needed
-            if not isinstance(epk, Mapping) or epk.get("kty") != "EC" or epk.get(
-                    "crv") != "P-256":
-                raise JoseError("only EC P-256 keys are allowed (A_23196)")
-            if "x" not in epk or "y" not in epk:
-                raise JoseError("JWK lacks the member 'x' or 'y'")
-            epk_key = _p256_public_key(b64u_decode(epk["x"]), b64u_decode(epk["y"]))
+            epk_key = _public_key_of(epk)  # only the point matters: no JWK object
         except JoseError as exc:
             raise JWEError(f"JWE epk unusable: {exc}") from exc
         try:
