@@ -56,8 +56,8 @@ def test_production_code_never_imports_sandbox_or_demo() -> None:
     for p in SRC.rglob("*.py"):
         rel = p.relative_to(SRC)
         room = rel.parts[0]
-        if room in NON_PRODUCTION or rel.name == "commands.py":
-            continue  # the CLI command modules import them lazily, inside the command
+        if room in NON_PRODUCTION or room == "cli":
+            continue  # the CLI imports them lazily, inside the command
         for m in _imports(p):
             parts = m.split(".")
             if parts[:1] == ["healthid_broker"] and len(parts) > 1 and parts[1] in NON_PRODUCTION:
@@ -68,7 +68,7 @@ def test_production_code_never_imports_sandbox_or_demo() -> None:
 def test_import_scanner_sees_relative_imports() -> None:
     # The checks above are only as good as the scanner: it must resolve `from ..x import y`.
     found = _imports(SRC / "demo" / "run.py")
-    assert "healthid_broker.web.runtime" in found
+    assert "healthid_broker.runtime.compose" in found
 
 
 def test_serving_the_broker_loads_no_sandbox_module() -> None:
@@ -76,9 +76,9 @@ def test_serving_the_broker_loads_no_sandbox_module() -> None:
     # sandbox's servers) is loaded by the CLI; the broker itself loads nothing of it.
     code = (
         "import sys, healthid_broker.cli as c; c.build_parser();"
-        "import healthid_broker.web.runtime, healthid_broker.web.broker_app;"
+        "import healthid_broker.runtime.compose, healthid_broker.web.broker_app;"
         "bad=[m for m in sys.modules if m.startswith(('healthid_broker.sandbox.', "
-        "'healthid_broker.demo')) and m != 'healthid_broker.sandbox.commands'];"
+        "'healthid_broker.demo')) and m != 'healthid_broker.cli.sandbox'];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -89,7 +89,7 @@ async def test_cli_registration_is_picked_up_by_running_sandbox(env: Env, tmp_pa
 
 
 def test_commands_module_is_lazy() -> None:
-    code = ("import sys, healthid_broker.sandbox.commands; "
+    code = ("import sys, healthid_broker.cli.sandbox; "
             "print('healthid_broker.sandbox.server' in sys.modules, 'uvicorn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

@@ -18,9 +18,10 @@ from typing import Any
 
 from ..crypto.key_provider import LocalFileKeyProvider
 from ..crypto.keys import LocalCA, private_key_pem
+from ..runtime.compose import BrokerRuntime, build_broker
+from ..runtime.settings import BrokerSettings
 from ..storage.db import default_database_url, open_database
 from ..tenancy.service import TenancyService
-from ..web.runtime import BrokerRuntime, BrokerSettings, build_broker
 from ..web.server import RunningServer, bind_socket, start_server
 from ..web.tls import server_context
 from .app import DemoClientConfig, create_demo_app

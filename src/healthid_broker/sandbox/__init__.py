@@ -2,7 +2,7 @@
 synthetic insured persons) with real https and real self-signed mutual TLS.
 
 Never import this package from production code (DESIGN.md, "sandbox" room).  The heavy
-server modules load lazily, so ``healthid_broker.sandbox.commands`` stays cheap to import.
+server modules load lazily, so ``healthid_broker.cli.sandbox`` stays cheap to import.
 
     from healthid_broker.sandbox import Sandbox, SandboxConfig
 """

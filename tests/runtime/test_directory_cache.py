@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from healthid_broker.web.runtime import BrokerSettings, TenancyDirectory
+from healthid_broker.runtime.directory import TenancyDirectory
+from healthid_broker.runtime.settings import BrokerSettings
 
 
 @pytest.fixture

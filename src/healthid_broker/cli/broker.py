@@ -56,7 +56,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     setup_logging("INFO", json_format=False)
     try:
-        from .server import run_main
+        from ..web.server import run_main
 
         return run_main(_run_demo(args))
     except KeyboardInterrupt:
@@ -65,7 +65,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 async def _run_demo(args: argparse.Namespace) -> int:
     from ..demo.run import Demo, DemoConfig
-    from .server import settle_heap
+    from ..web.server import settle_heap
 
     external = None
     if args.external_sandbox is not None:
@@ -153,7 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     setup_logging("INFO")
     try:
-        from .server import run_main
+        from ..web.server import run_main
 
         return run_main(_run_serve(args))
     except KeyboardInterrupt:
@@ -161,7 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def serve_settings(args: argparse.Namespace) -> Any:
-    from ..web.runtime import ENVIRONMENTS, BrokerSettings, load_jwks_file
+    from ..runtime.settings import ENVIRONMENTS, BrokerSettings, load_jwks_file
 
     master = args.master
     jwks = None
@@ -189,9 +189,10 @@ def serve_settings(args: argparse.Namespace) -> Any:
 
 async def _run_serve(args: argparse.Namespace) -> int:
     from ..crypto.key_provider import LocalFileKeyProvider
+    from ..runtime.compose import build_broker
+    from ..runtime.rotation import rotation_loop
     from ..storage.db import default_database_url, open_database
     from ..tenancy.service import TenancyService
-    from ..web.runtime import build_broker, rotation_loop
     from ..web.server import settle_heap, start_server
     from ..web.tls import server_context
 

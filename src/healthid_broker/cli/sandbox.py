@@ -44,7 +44,7 @@ def add_commands(subparsers: Any) -> None:
 
 
 def run_register(args: argparse.Namespace) -> int:
-    from .registry import RegistrationError, RegistrationStore, parse_registration
+    from ..sandbox.registry import RegistrationError, RegistrationStore, parse_registration
 
     data: dict[str, Any]
     try:
@@ -81,7 +81,7 @@ def run_sandbox(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from .server import Sandbox, SandboxConfig, SandboxError
+    from ..sandbox.server import Sandbox, SandboxConfig, SandboxError
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from healthid_broker.crypto.key_provider import LocalFileKeyProvider
+from healthid_broker.runtime.directory import TenancyDirectory
+from healthid_broker.runtime.rotation import rotate_due_keys
+from healthid_broker.runtime.settings import BrokerSettings
 from healthid_broker.storage.db import default_database_url, open_database
 from healthid_broker.tenancy.service import TenancyService
-from healthid_broker.web.runtime import BrokerSettings, TenancyDirectory, rotate_due_keys
 
 DAY = 86400.0
 

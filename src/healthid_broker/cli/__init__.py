@@ -14,9 +14,9 @@ import sys
 # Modules that register sub-commands. Each must be cheap to import and must not import
 # the sandbox at module level.
 COMMAND_MODULES = (
-    "healthid_broker.sandbox.commands",
-    "healthid_broker.tenancy.commands",
-    "healthid_broker.web.commands",
+    "healthid_broker.cli.sandbox",
+    "healthid_broker.cli.tenancy",
+    "healthid_broker.cli.broker",
 )
 
 
@@ -46,6 +46,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return int(func(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

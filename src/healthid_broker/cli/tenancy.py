@@ -20,10 +20,10 @@ from healthid_broker.crypto.envelope import EnvelopeError
 from healthid_broker.crypto.key_provider import KeyProviderError, load_key_provider
 from healthid_broker.storage import default_database_url, migrate, open_database
 
-from .errors import TenancyError
-from .service import ENVIRONMENTS, TenancyService
-from .validation import ACR_VALUES, AUTH_METHODS
-from .views import ApplicationView, KeyChange
+from ..tenancy.errors import TenancyError
+from ..tenancy.service import ENVIRONMENTS, TenancyService
+from ..tenancy.validation import ACR_VALUES, AUTH_METHODS
+from ..tenancy.views import ApplicationView, KeyChange
 
 __all__ = ["add_commands", "service_from_args"]
 
@@ -313,7 +313,7 @@ def _keys_rotate_due(args: argparse.Namespace) -> int:
 
 @_guard
 def _apply(args: argparse.Namespace) -> int:
-    from .apply import apply_config, load_config
+    from ..tenancy.apply import apply_config, load_config
 
     doc = load_config(args.file)
     result = apply_config(service_from_args(args), doc, now=time.time(), dry_run=args.dry_run)

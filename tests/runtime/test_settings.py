@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from healthid_broker.web.runtime import BrokerSettings
+from healthid_broker.runtime.settings import BrokerSettings
 
 JWKS = {"keys": []}
 

@@ -1,0 +1,109 @@
+"""The composition root: settings → implementations → the public role's ASGI app.
+
+One place decides which store, database, key provider and federation the broker uses;
+everything below receives its collaborators as parameters (STYLE.md: no global config).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..federation.statements import jwks_to_keys
+from ..federation.trust_chain import ChainResolver, TrustAnchor
+from ..http import HttpClient
+from ..http.lean import LeanHttpClient
+from ..login.login_store import LoginStore
+from ..login.sealing import Sealer
+from ..login.sealing_keys import load_sealer
+from ..login.store import MemoryBackend, SealedStore
+from ..provider.service import ClientAuthenticator, ProviderService
+from ..tenancy.service import TenancyService
+from ..upstream.flow import Upstream
+from ..web.broker_app import BrokerWeb, Urls, create_broker_app
+from .directory import TenancyDirectory
+from .settings import BrokerSettings
+
+log = logging.getLogger("healthid_broker.runtime")
+
+
+def _secret_file(path: Path, size: int = 32) -> bytes:
+    """A broker-held secret generated on first start (T-19: no shipped defaults), 0600."""
+    if path.exists():
+        data = path.read_bytes()
+        if len(data) >= size:
+            return data[:size]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return data
+
+
+
+@dataclass
+class BrokerRuntime:
+    settings: BrokerSettings
+    tenancy: TenancyService
+    directory: TenancyDirectory
+    upstream: Upstream
+    service: ProviderService
+    web: BrokerWeb
+    http: HttpClient
+    asgi: Any
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for c in self.closers:
+            r = c()
+            if hasattr(r, "__await__"):
+                await r
+
+
+def build_broker(
+    settings: BrokerSettings,
+    tenancy: TenancyService,
+    *,
+    http: HttpClient | None = None,
+    store_backend: Any = None,
+    sealer: Sealer | None = None,
+    clock: Callable[[], float] = time.time,
+    mounts: Mapping[str, Any] | None = None,
+    par_retry_pause: float = 1.0,
+) -> BrokerRuntime:
+    settings.check()
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    own_http = http is None
+    http_client: HttpClient = http or LeanHttpClient(ca_file=settings.ca_file)
+    anchor = TrustAnchor(settings.master_entity_id, jwks_to_keys(settings.master_jwks,
+                                                                 owner="pinned master"))
+    resolver = ChainResolver(http_client, [anchor], clock=clock)
+    upstream = Upstream(
+        http_client, resolver, master_entity_id=settings.master_entity_id,
+        clock=clock,
+        allow_loopback_http_frontchannel=settings.environment == "sandbox",
+        par_retry_pause=par_retry_pause,
+    )
+    directory = TenancyDirectory(tenancy, settings,
+                                 pairwise_root=_secret_file(data / "pairwise.key"), clock=clock)
+    backend = store_backend if store_backend is not None else MemoryBackend()
+    sealed = SealedStore(backend, sealer or load_sealer(data))
+    login_store = LoginStore(sealed)
+    urls = Urls(settings.public_base.rstrip("/"), settings.browser)
+    client_auth = ClientAuthenticator(sealed, clock=clock)
+    service = ProviderService(
+        directory, login_store, upstream, client_auth, clock=clock,
+        token_endpoint=lambda app: urls.public(app.short_key, "token"))
+    web = BrokerWeb(service, urls, sandbox=settings.environment == "sandbox", clock=clock)
+    asgi = create_broker_app(web, mounts)
+    rt = BrokerRuntime(settings, tenancy, directory, upstream, service, web, http_client, asgi)
+    if own_http and isinstance(http_client, LeanHttpClient):
+        rt.closers.append(http_client.aclose)
+    return rt
