@@ -461,7 +461,7 @@ async def test_connect_timeout_covers_a_stalled_handshake(pki: Pki) -> None:
     _st, srv, base = await _serve(mute, None)
     async with srv:
         started = time.monotonic()
-        with pytest.raises(HttpTransportError):
+        with pytest.raises(HttpTransportError, match=r"no connection within 0\.3 s"):
             await c.get(base.replace("http://", "https://") + "/x")
         assert time.monotonic() - started < 2
     await c.aclose()

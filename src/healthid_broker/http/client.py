@@ -160,9 +160,11 @@ class OutboundClient:
                 return HttpResponse(resp.status, merged, bytes(content), url)
         except HttpTransportError:
             raise
-        except TimeoutError as exc:  # aiohttp's timeouts subclass it (= asyncio's)
+        except aiohttp.ConnectionTimeoutError as exc:
             raise HttpTransportError(
-                f"{where}: no answer within {self._timeout} s ({type(exc).__name__})") from exc
+                f"{where}: no connection within {self._connect_timeout} s") from exc
+        except TimeoutError as exc:  # aiohttp's timeouts subclass it (= asyncio's)
+            raise HttpTransportError(f"{where}: no answer within {self._timeout} s") from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise HttpTransportError(f"{where}: {type(exc).__name__}: {_reason(exc)}") from exc
 
