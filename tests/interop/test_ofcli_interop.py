@@ -27,7 +27,7 @@ import pytest
 from healthid_broker.crypto.jose import JWK
 from healthid_broker.crypto.keys import signing_jwk
 from healthid_broker.federation.trust_chain import ChainResolver, TrustAnchor
-from healthid_broker.http import HttpxClient
+from healthid_broker.http.client import OutboundClient
 from healthid_broker.sandbox import Sandbox, SandboxConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -106,7 +106,7 @@ async def test_ofcli_agrees_with_our_resolver(sandbox: Running, interop_python: 
     info = sandbox.info
     master: str = info["federation_master"]
     env = _child_env(info["ca_cert"])
-    http = HttpxClient(ca_file=info["ca_cert"])
+    http = OutboundClient(ca_file=info["ca_cert"])
     pinned = sandbox.sandbox.master_jwks
     resolver = ChainResolver(
         http, [TrustAnchor(master, [JWK.from_dict(k) for k in pinned["keys"]])],

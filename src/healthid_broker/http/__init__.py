@@ -1,8 +1,9 @@
 """The one outbound HTTP path of the broker and the sandbox.
 
 Protocol code (``federation``, ``upstream``) never creates sockets itself: it receives an
-:class:`HttpClient`.  Production uses :class:`HttpxClient`; tests use
-:class:`healthid_broker.http.testing.RoutingClient` or an ASGI transport.
+:class:`HttpClient`.  The broker and the sandbox use
+:class:`healthid_broker.http.client.OutboundClient` (aiohttp, decision 0007); tests of
+protocol code use :class:`healthid_broker.http.testing.RoutingClient`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
-
 from .. import fastjson
 
 __all__ = [
@@ -21,7 +20,7 @@ __all__ = [
     "HttpClient",
     "HttpResponse",
     "HttpTransportError",
-    "HttpxClient",
+    "tls_client_context",
 ]
 
 
@@ -103,47 +102,3 @@ def tls_client_context(
                 fh.write(identity.key_pem)
             ctx.load_cert_chain(cert, key)
     return ctx
-
-
-class HttpxClient:
-    """:class:`HttpClient` over httpx, one connection pool per client identity."""
-
-    def __init__(self, *, ca_file: str | None = None, timeout: float = 10.0) -> None:
-        self._ca_file = ca_file
-        self._timeout = timeout
-        self._clients: dict[bytes | None, httpx.AsyncClient] = {}
-
-    def _client(self, identity: ClientIdentity | None) -> httpx.AsyncClient:
-        key = identity.cache_key if identity else None
-        client = self._clients.get(key)
-        if client is None:
-            client = httpx.AsyncClient(
-                verify=tls_client_context(self._ca_file, identity),
-                timeout=self._timeout,
-                follow_redirects=False,
-                headers={"user-agent": "healthid-broker"},
-            )
-            self._clients[key] = client
-        return client
-
-    async def _send(self, method: str, url: str, identity: ClientIdentity | None,
-                    **kw: Any) -> HttpResponse:
-        try:
-            r = await self._client(identity).request(method, url, **kw)
-        except httpx.HTTPError as exc:
-            raise HttpTransportError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
-        return HttpResponse(r.status_code, dict(r.headers), r.content, str(r.url))
-
-    async def get(self, url: str, *, headers: Mapping[str, str] | None = None,
-                  identity: ClientIdentity | None = None) -> HttpResponse:
-        return await self._send("GET", url, identity, headers=headers)
-
-    async def post_form(self, url: str, data: Mapping[str, str], *,
-                        headers: Mapping[str, str] | None = None,
-                        identity: ClientIdentity | None = None) -> HttpResponse:
-        return await self._send("POST", url, identity, data=dict(data), headers=headers)
-
-    async def aclose(self) -> None:
-        for c in self._clients.values():
-            await c.aclose()
-        self._clients.clear()

@@ -17,7 +17,7 @@ from typing import Any
 from ..federation.statements import jwks_to_keys
 from ..federation.trust_chain import ChainResolver, TrustAnchor
 from ..http import HttpClient
-from ..http.lean import LeanHttpClient
+from ..http.client import OutboundClient
 from ..login.login_store import LoginStore
 from ..login.sealing import Sealer
 from ..login.sealing_keys import load_sealer
@@ -80,8 +80,12 @@ def build_broker(
     settings.check()
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
-    own_http = http is None
-    http_client: HttpClient = http or LeanHttpClient(ca_file=settings.ca_file)
+    http_client: HttpClient
+    own_http: OutboundClient | None = None  # the runtime's own client, closed by aclose()
+    if http is None:
+        http_client = own_http = OutboundClient(ca_file=settings.ca_file)
+    else:
+        http_client = http
     anchor = TrustAnchor(settings.master_entity_id, jwks_to_keys(settings.master_jwks,
                                                                  owner="pinned master"))
     resolver = ChainResolver(http_client, [anchor], clock=clock)
@@ -104,6 +108,6 @@ def build_broker(
     web = BrokerWeb(service, urls, sandbox=settings.environment == "sandbox", clock=clock)
     asgi = create_broker_app(web, mounts)
     rt = BrokerRuntime(settings, tenancy, directory, upstream, service, web, http_client, asgi)
-    if own_http and isinstance(http_client, LeanHttpClient):
-        rt.closers.append(http_client.aclose)
+    if own_http is not None:
+        rt.closers.append(own_http.aclose)
     return rt

@@ -45,7 +45,7 @@ from ..crypto.keys import (
     private_key_pem,
     signing_jwk,
 )
-from ..http import HttpxClient
+from ..http.client import OutboundClient
 from .idp import PROFILES, IdPEndpoints, SectoralIdP
 from .master import FederationMaster, Member
 from .mtls import MTLSProxy, server_context
@@ -185,7 +185,7 @@ class Sandbox:
         self._sockets: list[socket.socket] = []
         self._servers: list[tuple[_Server, asyncio.Task[None]]] = []
         self._proxy: MTLSProxy | None = None
-        self._http: HttpxClient | None = None
+        self._http: OutboundClient | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.master: FederationMaster | None = None
         self.idps: list[SectoralIdP] = []
@@ -252,7 +252,7 @@ class Sandbox:
         https = f"https://{self._hostport(self.port)}"
         mtls = f"https://{self._hostport(self.port + 1)}"
         front = f"http://{self._hostport(self.port + 2)}"
-        self._http = HttpxClient(ca_file=str(self.ca_cert_path))
+        self._http = OutboundClient(ca_file=str(self.ca_cert_path))
         self.master = FederationMaster(self.master_entity_id, self._master_key,
                                        self.registrations, self.clock)
         keys = self.data_dir / "keys"
