@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -23,3 +24,68 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start private ``redis-server`` processes on free loopback ports (for what the shared
+    server must not be used for: a tiny ``maxmemory``, TLS, Sentinel). ``start(*args,
+    config=None, sentinel=False)`` returns the port; every ``{port}`` in ``args`` or
+    ``config`` is replaced by it (a TLS server puts it after ``--tls-port`` and gets
+    ``--port 0``). Stopped at the end of the test."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, config: str | None = None, sentinel: bool = False) -> int:
+        port = _free_port()
+        work = tmp_path_factory.mktemp("redis")
+        cmd = [binary]
+        if config is not None:
+            conf = work / "redis.conf"
+            conf.write_text(config.replace("{port}", str(port)), encoding="utf-8")
+            cmd.append(str(conf))
+        given = [a.replace("{port}", str(port)) for a in args]
+        if "--port" not in given:
+            cmd += ["--port", str(port)]
+        cmd += ["--bind", "127.0.0.1", "--dir", str(work), *given]
+        if sentinel:
+            cmd.append("--sentinel")
+        else:
+            cmd += ["--save", "", "--appendonly", "no"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(proc)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return port
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    raise RuntimeError(f"redis-server did not start: {err}") from None
+                time.sleep(0.05)
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -1,12 +1,16 @@
 """Transient store: memory backend with a fake clock, Redis against the real server,
-atomic take under concurrency, TTL limits, and the typed LoginStore (with size)."""
+atomic take under concurrency, TTL limits, a full or unreachable store (StoreFull /
+StoreUnavailable, one command per refused write), and the typed LoginStore (with size)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -19,6 +23,7 @@ from healthid_broker.login import (
     Sealer,
     SealError,
     StoreFull,
+    StoreUnavailable,
     TransientStore,
     TTLRefused,
     choose_idp,
@@ -29,6 +34,7 @@ from healthid_broker.login import (
     start,
 )
 from healthid_broker.login.store import RedisBackend
+from healthid_broker.runtime.redis import RedisSettings, connect_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -155,7 +161,7 @@ async def test_store_refuses_bad_purpose_or_key_before_the_backend() -> None:
 
 @pytest.fixture
 async def redis_prefix() -> AsyncIterator[tuple[Redis, str]]:
-    client = Redis(host="127.0.0.1", port=6379)
+    client = connect_redis(RedisSettings(url="redis://127.0.0.1:6379/0"))
     prefix = f"test-login-{uuid.uuid4().hex}:"
     try:
         yield client, prefix
@@ -305,3 +311,135 @@ async def test_login_store_states_cannot_be_confused() -> None:
     await store.put_started(started, now=0)
     assert await store.take_code("same-key", now=0) is None
     assert await store.take_pending("same-key", now=0) is None
+
+
+# --------------------------------------------------------------------------- a full store
+
+
+async def test_memory_refused_write_costs_o1() -> None:
+    """A full memory store refuses a write without scanning its live entries: refusing
+    with 200 000 live entries costs about what it costs with 200 (a scan would be ~1000×)."""
+
+    async def refusal_seconds(n: int) -> float:
+        backend = MemoryBackend(max_entries=n)
+        for i in range(n):
+            await backend.put(f"k{i}", b"v", 600_000)
+        with pytest.raises(StoreFull):
+            await backend.put("one-more", b"v", 600_000)
+        start = time.perf_counter()
+        for _ in range(2000):
+            try:
+                await backend.put("one-more", b"v", 600_000)
+            except StoreFull:
+                pass
+        return time.perf_counter() - start
+
+    small = min([await refusal_seconds(200) for _ in range(3)])
+    large = min([await refusal_seconds(200_000) for _ in range(2)])
+    assert large < 20 * small + 0.01, (small, large)
+
+
+async def test_memory_expired_entries_make_room_after_overwrites_and_deletes() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock, max_entries=3)
+    for round_ in range(50):  # overwrites and deletes leave stale heap entries behind
+        await backend.put("a", b"x", 1000)
+        await backend.put("a", b"y", 5000)
+        await backend.delete("a")
+        await backend.put("b", b"z", 1000 + round_)
+    assert len(backend._expiries) <= 2 * len(backend._data) + 64
+    await backend.put("c", b"1", 1000)
+    await backend.put("d", b"1", 100_000)
+    with pytest.raises(StoreFull):
+        await backend.put("e", b"1", 1000)
+    clock.t += 1.01  # "c" expired; "b" (1049 ms) is still live
+    await backend.put("e", b"1", 1000)
+    assert await backend.get("b") == b"z" and await backend.get("d") == b"1"
+    with pytest.raises(StoreFull):
+        await backend.add_if_absent("f", 1000)
+
+
+def _commandstat(info: dict[str, Any], command: str) -> dict[str, int]:
+    stat = info.get(f"cmdstat_{command}", {})
+    return {k: int(v) for k, v in stat.items() if k in ("calls", "rejected_calls",
+                                                          "failed_calls")}
+
+
+@pytest.mark.redis
+async def test_redis_oom_is_store_full_with_one_command_per_refusal(redis_server: Any) -> None:
+    """A Redis at ``maxmemory`` (noeviction) refuses writes with an OOM error reply: the
+    store raises StoreFull, each refused write is exactly one rejected SET (no retries),
+    and reads and takes of entries already stored keep working."""
+    port = redis_server("--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+    client = connect_redis(RedisSettings(url=f"redis://127.0.0.1:{port}/0"))
+    store = redis_store(client, SEALER, prefix="oom:")
+    stored: list[str] = []
+    try:
+        with pytest.raises(StoreFull, match="OOM"):
+            for i in range(10_000):
+                await store.put("login.code", f"code-{i}", os.urandom(8192), ttl=600)
+                stored.append(f"code-{i}")
+        assert stored, "the server was full before the first write"
+        before = _commandstat(await client.info("commandstats"), "set")
+        for i in range(25):
+            with pytest.raises(StoreFull):
+                await store.put("login.code", f"refused-{i}", b"v", ttl=600)
+            with pytest.raises(StoreFull):
+                await store.add_if_absent("client.jti", f"refused-{i}", ttl=600)
+        after = _commandstat(await client.info("commandstats"), "set")
+        assert after["calls"] == before["calls"]  # refused before running
+        assert after["rejected_calls"] - before["rejected_calls"] == 50  # one per refusal
+        # the logins already in flight can finish
+        assert await store.get("login.code", stored[0]) is not None
+        assert await store.take("login.code", stored[-1]) is not None
+        assert await store.take("login.code", stored[-1]) is None
+        await store.delete("login.code", stored[0])
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_unreachable_redis_is_store_unavailable_without_retry_storm() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = connect_redis(RedisSettings(url=f"redis://127.0.0.1:{port}/0",
+                                         connect_timeout=0.5, command_timeout=0.5))
+    store = redis_store(client, SEALER, prefix="gone:")
+    try:
+        start = time.perf_counter()
+        with pytest.raises(StoreUnavailable, match="unreachable"):
+            await store.put("p", "k", b"v", ttl=60)
+        for op in (store.get, store.take, store.delete):
+            with pytest.raises(StoreUnavailable):
+                await op("p", "k")
+        with pytest.raises(StoreUnavailable):
+            await store.add_if_absent("p", "k", ttl=60)
+        assert time.perf_counter() - start < 3
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_timeout_is_store_unavailable_after_one_timeout(redis_server: Any) -> None:
+    """A command that gets no answer within the command timeout fails once (a timed-out
+    write is never re-sent) with StoreUnavailable."""
+    port = redis_server()
+    admin = Redis(host="127.0.0.1", port=port)
+    client = connect_redis(RedisSettings(url=f"redis://127.0.0.1:{port}/0",
+                                         command_timeout=0.3))
+    store = redis_store(client, SEALER, prefix="slow:")
+    try:
+        await store.put("p", "warm", b"v", ttl=60)  # the pooled connection exists
+        connections = (await admin.info("stats"))["total_connections_received"]
+        await admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+        start = time.perf_counter()
+        with pytest.raises(StoreUnavailable, match="in time"):
+            await store.put("p", "k", b"v", ttl=60)
+        elapsed = time.perf_counter() - start
+        assert 0.25 < elapsed < 0.55, elapsed  # one timeout, not one per retry
+        # no second connection was opened to re-send the write
+        assert (await admin.info("stats"))["total_connections_received"] == connections
+    finally:
+        await client.aclose()
+        await admin.aclose()

@@ -28,7 +28,7 @@ def add_commands(sub: Any) -> None:
                    help="where keys, the database and the CA live (default %(default)s)")
     p.add_argument("--auto-person", metavar="KVNR",
                    help="sandbox IdPs approve this synthetic person without the picker")
-    p.add_argument("--redis-url", help="use Redis for the transient login store")
+    add_redis_options(p, lambda _name: None, prefix_default="hidb-demo:")
     p.add_argument("--external-sandbox", type=Path, metavar="FILE",
                    help="use a separately running sandbox: FILE holds the JSON that "
                    "`healthid-broker sandbox --json` printed")
@@ -70,9 +70,16 @@ async def _run_demo(args: argparse.Namespace) -> int:
     external = None
     if args.external_sandbox is not None:
         external = json.loads(args.external_sandbox.read_text(encoding="utf-8"))
+    try:
+        redis = redis_settings(args)
+        limits = rate_limits(args)
+    except ValueError as exc:
+        print(f"healthid-broker demo: {exc}", file=sys.stderr)
+        return 2
     demo = Demo(DemoConfig(host=args.host, port=args.port, data_dir=args.data_dir,
-                           auto_person=args.auto_person, redis_url=args.redis_url,
-                           external_sandbox=external))
+                           auto_person=args.auto_person, redis=redis,
+                           redis_prefix=args.redis_prefix,
+                           external_sandbox=external, rate_limits=limits))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -117,10 +124,7 @@ def add_serve(sub: Any) -> None:
                    help="base URL for pages people see (default: the public base)")
     p.add_argument("--data-dir", type=Path, default=Path(env("DATA_DIR") or "data"))
     p.add_argument("--database-url", default=env("DATABASE_URL"))
-    p.add_argument("--redis-url", default=env("REDIS_URL"),
-                   help="Redis for the transient login store (required with several processes)")
-    p.add_argument("--redis-prefix", default=env("REDIS_PREFIX") or "hidb:",
-                   help="key prefix in Redis (default %(default)s)")
+    add_redis_options(p, env)
     p.add_argument("--federation", choices=["sandbox", "tu", "ru", "pu"],
                    default=env("FEDERATION") or "tu")
     p.add_argument("--master", default=env("MASTER"),
@@ -140,6 +144,83 @@ def add_serve(sub: Any) -> None:
                    help="seconds between scheduled key-rotation runs; 0 disables "
                    "(default %(default)s)")
     p.set_defaults(func=_serve)
+
+
+def add_redis_options(p: Any, env: Any, *, prefix_default: str = "hidb:") -> None:
+    """The Redis and rate-limit options of ``serve`` and ``demo`` (docs/login-flow.md)."""
+    g = p.add_argument_group("Redis (transient login store and rate-limit counters)")
+    g.add_argument("--redis-url", default=env("REDIS_URL"),
+                   help="redis://[user[:password]@]host[:port][/db], rediss://… (TLS) or "
+                   "redis+sentinel://host:port[,host:port…]/MASTER[/db]; without it the "
+                   "store and the rate limits are in memory (one process only)")
+    g.add_argument("--redis-prefix", default=env("REDIS_PREFIX") or prefix_default,
+                   help="key prefix in Redis (default %(default)s)")
+    g.add_argument("--redis-password-file", type=Path, default=env("REDIS_PASSWORD_FILE"),
+                   help="file (mode 600) holding the Redis AUTH password")
+    g.add_argument("--redis-sentinel", action="append", metavar="HOST:PORT",
+                   default=_split(env("REDIS_SENTINELS")),
+                   help="a Redis Sentinel to ask for the master (repeatable)")
+    g.add_argument("--redis-sentinel-master", metavar="NAME",
+                   default=env("REDIS_SENTINEL_MASTER"),
+                   help="the master's name at the sentinels")
+    g.add_argument("--redis-sentinel-password-file", type=Path,
+                   default=env("REDIS_SENTINEL_PASSWORD_FILE"),
+                   help="file (mode 600) holding the sentinels' own password")
+    g.add_argument("--redis-ca-file", default=env("REDIS_CA_FILE"),
+                   help="CA bundle for rediss:// (default: system store)")
+    g.add_argument("--redis-cert-file", default=env("REDIS_CERT_FILE"),
+                   help="client certificate for rediss:// (with --redis-key-file)")
+    g.add_argument("--redis-key-file", default=env("REDIS_KEY_FILE"))
+    g.add_argument("--redis-connect-timeout", type=float,
+                   default=float(env("REDIS_CONNECT_TIMEOUT") or 2.0),
+                   help="seconds (default %(default)s)")
+    g.add_argument("--redis-timeout", type=float, default=float(env("REDIS_TIMEOUT") or 2.0),
+                   help="seconds a command may take (default %(default)s)")
+    g.add_argument("--redis-pool-size", type=int, default=int(env("REDIS_POOL_SIZE") or 64),
+                   help="connections per process (default %(default)s)")
+    g.add_argument("--redis-health-check-interval", type=float,
+                   default=float(env("REDIS_HEALTH_CHECK_INTERVAL") or 30.0),
+                   help="PING a connection idle this many seconds before use "
+                   "(default %(default)s)")
+    p.add_argument("--rate-limit", action="append", metavar="CATEGORY=N",
+                   default=_split(env("RATE_LIMITS")),
+                   help="requests per minute: authorize|choose|callback|token=N per source "
+                   "address, client.authorize|client.token=N per client, 0 or `off` "
+                   "disables (repeatable; defaults: authorize, choose, callback 60, token "
+                   "600, client.authorize and client.token 3000)")
+
+
+def _split(value: str | None) -> list[str]:
+    return [v for v in (value or "").replace(",", " ").split() if v]
+
+
+def redis_settings(args: argparse.Namespace) -> Any:
+    """The :class:`~healthid_broker.runtime.redis.RedisSettings` of the command line, or
+    ``None`` without ``--redis-url``; checked (raises ``ValueError``)."""
+    from ..runtime.redis import RedisSettings, parse_sentinel
+
+    if not args.redis_url:
+        if args.redis_sentinel or args.redis_sentinel_master:
+            raise ValueError("--redis-sentinel needs --redis-url (for credentials and the "
+                             "database, e.g. redis://user@sentinel/0)")
+        return None
+    settings = RedisSettings(
+        url=args.redis_url, password_file=args.redis_password_file,
+        sentinels=tuple(parse_sentinel(s) for s in args.redis_sentinel or ()),
+        sentinel_master=args.redis_sentinel_master,
+        sentinel_password_file=args.redis_sentinel_password_file,
+        ca_file=args.redis_ca_file, cert_file=args.redis_cert_file,
+        key_file=args.redis_key_file, connect_timeout=args.redis_connect_timeout,
+        command_timeout=args.redis_timeout, max_connections=args.redis_pool_size,
+        health_check_interval=args.redis_health_check_interval)
+    settings.resolve()
+    return settings
+
+
+def rate_limits(args: argparse.Namespace) -> Any:
+    from ..web.rate_limit import RateLimits
+
+    return RateLimits.parse(args.rate_limit or ())
 
 
 def _env_default(name: str) -> str | None:
@@ -199,21 +280,29 @@ async def _run_serve(args: argparse.Namespace) -> int:
     try:
         settings = serve_settings(args)
         settings.check()
+        redis = redis_settings(args)
+        limits = rate_limits(args)
     except (ValueError, OSError, KeyError) as exc:
         print(f"healthid-broker serve: {exc}", file=sys.stderr)
         return 2
     _engine, factory = open_database(settings.database_url
                                      or default_database_url(settings.data_dir))
     tenancy = TenancyService(factory, LocalFileKeyProvider.in_data_dir(settings.data_dir))
-    backend = None
-    if settings.redis_url:
-        from ..login.resp import RespClient
-        from ..login.store import RedisBackend
+    from ..web.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
-        redis_client = RespClient.from_url(settings.redis_url)
+    backend = None
+    limiter: RateLimiter = MemoryRateLimiter()
+    redis_client = None
+    if redis is not None:
+        from ..login.store import RedisBackend
+        from ..runtime.redis import connect_redis
+
+        redis_client = connect_redis(redis)
         backend = RedisBackend(redis_client, prefix=args.redis_prefix)
-    rt = build_broker(settings, tenancy, store_backend=backend)
-    if backend is not None:
+        limiter = RedisRateLimiter(redis_client, prefix=args.redis_prefix)
+    rt = build_broker(settings, tenancy, store_backend=backend, rate_limiter=limiter,
+                      rate_limits=limits)
+    if redis_client is not None:
         rt.closers.append(redis_client.aclose)
     ctx = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     server = await start_server(rt.asgi, host=args.host, port=args.port, ssl_context=ctx)

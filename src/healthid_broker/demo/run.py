@@ -19,9 +19,11 @@ from typing import Any
 from ..crypto.key_provider import LocalFileKeyProvider
 from ..crypto.keys import LocalCA, private_key_pem
 from ..runtime.compose import BrokerRuntime, build_broker
+from ..runtime.redis import RedisSettings, connect_redis
 from ..runtime.settings import BrokerSettings
 from ..storage.db import default_database_url, open_database
 from ..tenancy.service import TenancyService
+from ..web.rate_limit import MemoryRateLimiter, RateLimiter, RateLimits, RedisRateLimiter
 from ..web.server import RunningServer, bind_socket, start_server
 from ..web.tls import server_context
 from .app import DemoClientConfig, create_demo_app
@@ -44,8 +46,12 @@ class DemoConfig:
     port: int = 8400
     data_dir: Path = field(default_factory=lambda: Path(".data/demo"))
     auto_person: str | None = None
-    redis_url: str | None = None
+    redis_url: str | None = None  # shorthand for redis=RedisSettings(url=redis_url)
+    redis: RedisSettings | None = None
+    redis_prefix: str = "hidb-demo:"
     database_url: str | None = None
+    # None: no rate limits (tests that drive many logins); the CLI passes the defaults
+    rate_limits: RateLimits | None = None
     # The JSON that a separately running `healthid-broker sandbox --json` printed; the
     # demo then uses that sandbox (and its CA) instead of starting one in-process.
     external_sandbox: dict[str, Any] | None = None
@@ -173,23 +179,28 @@ class Demo:
             sb_info, issuer, self.tenancy.application_keys(DEMO_APP, time.time()).federation_jwks(),
             reg["organization_name"], " ".join(reg["scopes"]))
 
+        redis = cfg.redis or (RedisSettings(url=cfg.redis_url) if cfg.redis_url else None)
         settings = BrokerSettings(
             public_base=public_base, browser_base=browser_base, data_dir=self.data_dir,
             environment="sandbox", master_entity_id=sb_info["federation_master"],
             master_jwks=sb_info["master_jwks"], ca_file=sb_info["ca_cert"],
-            redis_url=cfg.redis_url)
+            redis_url=redis.url if redis else None)
         demo_app = create_demo_app(DemoClientConfig(
             issuer=issuer, client_id=client["client_id"], client_secret=client["client_secret"],
             redirect_uri=client["redirect_uri"], ca_file=sb_info["ca_cert"]))
         store_backend = None
         redis_client = None
-        if cfg.redis_url:
-            from ..login.resp import RespClient
+        limiter: RateLimiter | None = None
+        if redis is not None:
             from ..login.store import RedisBackend
-            redis_client = RespClient.from_url(cfg.redis_url)
-            store_backend = RedisBackend(redis_client, prefix="hidb-demo:")
+            redis_client = connect_redis(redis)
+            store_backend = RedisBackend(redis_client, prefix=cfg.redis_prefix)
+        if cfg.rate_limits is not None:
+            limiter = (RedisRateLimiter(redis_client, prefix=cfg.redis_prefix)
+                       if redis_client is not None else MemoryRateLimiter())
         self.runtime = build_broker(settings, self.tenancy, store_backend=store_backend,
-                                    mounts={"/app": demo_app})
+                                    mounts={"/app": demo_app}, rate_limiter=limiter,
+                                    rate_limits=cfg.rate_limits)
         if redis_client is not None:
             self.runtime.closers.append(redis_client.aclose)
         ctx = server_context(str(tls_dir / "broker.pem"), str(tls_dir / "broker.key"))

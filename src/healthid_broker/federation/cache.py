@@ -12,13 +12,16 @@
   default at most once per 60 s) so a peer cannot make us hammer its superiors.
 
 The cache stores only statements that passed verification when fetched; callers still
-re-check times on every use.  It is in-memory and per process; every broker process
+re-check times on every use. Both maps — statements and unknown-kid re-fetch times — are
+LRUs of at most ``max_entries`` (T-27: entity ids can come from request input, e.g. a
+chosen IdP), each insert O(1).  It is in-memory and per process; every broker process
 keeps its own (statements are public, so there is nothing to protect or share).
 Concurrent misses for the same key may fetch twice; that is harmless.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -66,9 +69,11 @@ class StatementCache:
         self.refresh_after = refresh_after
         self.max_age = max_age
         self.unknown_kid_interval = unknown_kid_interval
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        self._entries: dict[CacheKey, CacheEntry] = {}
-        self._refetches: dict[str, float] = {}
+        self._entries: OrderedDict[CacheKey, CacheEntry] = OrderedDict()
+        self._refetches: OrderedDict[str, float] = OrderedDict()
 
     # -- plain access -------------------------------------------------------
 
@@ -84,13 +89,15 @@ class StatementCache:
         if not self.usable(entry, now):
             del self._entries[key]
             return None
+        self._entries.move_to_end(key)
         return entry
 
     def put(self, key: CacheKey, statement: EntityStatement, now: float) -> None:
-        if key not in self._entries and len(self._entries) >= self.max_entries:
-            oldest = min(self._entries, key=lambda k: self._entries[k].fetched_at)
-            del self._entries[oldest]
+        """Store ``statement``; the least recently used entry goes when full."""
         self._entries[key] = CacheEntry(statement, now)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
 
     def invalidate(self, key: CacheKey) -> None:
         self._entries.pop(key, None)
@@ -112,9 +119,9 @@ class StatementCache:
         if last is not None and now - last < self.unknown_kid_interval:
             return False
         self._refetches[entity_id] = now
-        if len(self._refetches) > self.max_entries:
-            cutoff = now - self.unknown_kid_interval
-            self._refetches = {k: t for k, t in self._refetches.items() if t >= cutoff}
+        self._refetches.move_to_end(entity_id)
+        while len(self._refetches) > self.max_entries:
+            self._refetches.popitem(last=False)
         return True
 
     # -- the A_23039 read path ----------------------------------------------

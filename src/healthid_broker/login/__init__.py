@@ -2,7 +2,7 @@
 
 See :mod:`.transaction` for the states and the diagram, :mod:`.store` for the store
 interface and backends, :mod:`.sealing` for AES-256-GCM sealing, and
-:mod:`.login_store` for typed persistence. DESIGN.md "Data categories"; TOMS T-01, T-02.
+:mod:`.login_store` for typed persistence. TOMS T-01, T-02.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .errors import (
     SealError,
     StoreError,
     StoreFull,
+    StoreUnavailable,
     TransactionExpired,
     TTLRefused,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "Started",
     "StoreError",
     "StoreFull",
+    "StoreUnavailable",
     "TTLRefused",
     "TransactionExpired",
     "TransientBackend",

@@ -24,7 +24,14 @@ class StoreError(LoginError):
 
 
 class StoreFull(StoreError):
-    """The bounded in-memory store holds its maximum number of live entries."""
+    """The store cannot take another entry: the bounded in-memory store holds its maximum
+    number of live entries, or Redis refused the write at ``maxmemory`` (OOM). The refused
+    write cost one operation; the web layer answers 503."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis cannot be reached or did not answer within the command timeout; the web
+    layer answers 503."""
 
 
 class TTLRefused(StoreError):

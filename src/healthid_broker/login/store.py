@@ -8,26 +8,32 @@ Two layers:
 * the **store** (:class:`TransientStore` protocol, implemented by :class:`SealedStore`)
   that consumers use with ``(purpose, key)`` pairs. It hashes keys with HMAC and seals
   every value with AES-256-GCM before the backend sees it (see :mod:`.sealing`), and
-  refuses TTLs above :data:`MAX_TTL` (10 minutes, DESIGN.md "Data categories").
+  refuses TTLs above :data:`MAX_TTL` (10 minutes, T-01).
 
 ``take`` is an atomic get-and-delete (Redis ``GETDEL``), so an authorization code or a
 ``state`` can be consumed exactly once even with many broker processes.
 ``add_if_absent`` is the replay guard (Redis ``SET NX PX``) used e.g. for the ``jti`` of
 client assertions (RFC 7523 §3 rule 7).
+
+A full store raises :class:`StoreFull`, an unreachable or slow one
+:class:`StoreUnavailable` (both :class:`StoreError`); the web layer answers either with 503.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from .errors import StoreError, StoreFull, TTLRefused
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import StoreError, StoreFull, StoreUnavailable, TTLRefused
 from .sealing import Sealer, store_fields
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 __all__ = [
     "MAX_TTL",
@@ -94,8 +100,10 @@ class MemoryBackend:
 
     Bounded to ``max_entries`` live entries; when full (after dropping expired ones)
     ``put``/``add_if_absent`` raise :class:`StoreFull` rather than evicting a login in
-    flight. Every method runs without awaiting, so each is atomic under asyncio.
-    Not shared between processes: use Redis for more than one broker process.
+    flight. Expiry times also sit in a min-heap, so making room pops only what has expired
+    and a refused write costs O(1) — no scan over the live entries (T-27). Every method runs
+    without awaiting, so each is atomic under asyncio. Not shared between processes: use
+    Redis for more than one broker process.
     """
 
     def __init__(
@@ -106,17 +114,26 @@ class MemoryBackend:
         self._clock = clock
         self._max = max_entries
         self._data: dict[str, tuple[float, bytes]] = {}
+        # (expiry, key) per write; entries whose key was overwritten or deleted since are
+        # skipped when popped, and the heap is rebuilt when they outnumber the live ones
+        self._expiries: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
         self.purge_expired()
         return len(self._data)
 
     def purge_expired(self) -> int:
+        """Drop every expired entry; cost proportional to the number dropped."""
         now = self._clock()
-        dead = [k for k, (exp, _) in self._data.items() if exp <= now]
-        for k in dead:
-            del self._data[k]
-        return len(dead)
+        heap, data = self._expiries, self._data
+        dropped = 0
+        while heap and heap[0][0] <= now:
+            exp, key = heapq.heappop(heap)
+            item = data.get(key)
+            if item is not None and item[0] == exp:
+                del data[key]
+                dropped += 1
+        return dropped
 
     def _live(self, key: str) -> bytes | None:
         item = self._data.get(key)
@@ -137,9 +154,18 @@ class MemoryBackend:
                 "entries; raise max_entries or use the Redis store"
             )
 
+    def _set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        exp = self._clock() + ttl_ms / 1000
+        self._data[key] = (exp, value)
+        heap = self._expiries
+        heapq.heappush(heap, (exp, key))
+        if len(heap) > 2 * len(self._data) + 64:  # stale heap entries: rebuild, amortised
+            self._expiries = [(e, k) for k, (e, _) in self._data.items()]
+            heapq.heapify(self._expiries)
+
     async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
         self._make_room(key)
-        self._data[key] = (self._clock() + ttl_ms / 1000, bytes(value))
+        self._set(key, bytes(value), ttl_ms)
 
     async def get(self, key: str) -> bytes | None:
         return self._live(key)
@@ -157,7 +183,7 @@ class MemoryBackend:
         if self._live(key) is not None:
             return False
         self._make_room(key)
-        self._data[key] = (self._clock() + ttl_ms / 1000, b"")
+        self._set(key, b"", ttl_ms)
         return True
 
     def raw_items(self) -> dict[str, bytes]:
@@ -166,29 +192,22 @@ class MemoryBackend:
         return {k: v for k, (_, v) in self._data.items()}
 
 
-class RedisLike(Protocol):
-    """The five commands the store uses; ``redis.asyncio.Redis`` and
-    :class:`~healthid_broker.login.resp.RespClient` both provide them."""
-
-    async def set(self, key: str, value: bytes, *, px: int | None = None,
-                  nx: bool = False) -> Any: ...
-
-    async def get(self, key: str) -> Any: ...
-
-    async def getdel(self, key: str) -> Any: ...
-
-    async def delete(self, *keys: str) -> Any: ...
-
-
 class RedisBackend:
-    """Redis backend (``RespClient`` or ``redis.asyncio``); every key is ``prefix`` + the
+    """Redis backend over a redis-py asyncio client (built by
+    :func:`healthid_broker.runtime.redis.connect_redis`); every key is ``prefix`` + the
     hashed key.
 
     Uses ``SET … PX`` (put), ``GET``, ``GETDEL`` (atomic take, Redis ≥ 6.2), ``DEL``
     and ``SET … NX PX`` (add_if_absent). Redis expires entries itself.
+
+    Failures become the store's own errors, each after one command (the client's retry
+    policy is set by the factory: no retry on timeouts): Redis refusing a write because
+    ``maxmemory`` is reached (an ``OOM`` error reply) → :class:`StoreFull`; an unreachable
+    server, a timeout or any other error reply → :class:`StoreUnavailable`. Messages name
+    the operation, never a key or a value.
     """
 
-    def __init__(self, client: RedisLike | Redis, *, prefix: str = "hidb:") -> None:
+    def __init__(self, client: Redis, *, prefix: str = "hidb:") -> None:
         if not prefix:
             raise StoreError("a Redis key prefix is required (e.g. 'hidb:')")
         self._r = client
@@ -199,19 +218,51 @@ class RedisBackend:
         return self._prefix
 
     async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
-        await self._r.set(self._prefix + key, value, px=ttl_ms)
+        try:
+            await self._r.set(self._prefix + key, value, px=ttl_ms)
+        except (RedisError, OSError) as exc:
+            raise _store_error("write", exc) from None
 
     async def get(self, key: str) -> bytes | None:
-        return _as_bytes(await self._r.get(self._prefix + key))
+        try:
+            value = await self._r.get(self._prefix + key)
+        except (RedisError, OSError) as exc:
+            raise _store_error("read", exc) from None
+        return _as_bytes(value)
 
     async def take(self, key: str) -> bytes | None:
-        return _as_bytes(await self._r.getdel(self._prefix + key))
+        try:
+            value = await self._r.getdel(self._prefix + key)
+        except (RedisError, OSError) as exc:
+            raise _store_error("take", exc) from None
+        return _as_bytes(value)
 
     async def delete(self, key: str) -> None:
-        await self._r.delete(self._prefix + key)
+        try:
+            await self._r.delete(self._prefix + key)
+        except (RedisError, OSError) as exc:
+            raise _store_error("delete", exc) from None
 
     async def add_if_absent(self, key: str, ttl_ms: int) -> bool:
-        return bool(await self._r.set(self._prefix + key, b"1", px=ttl_ms, nx=True))
+        try:
+            return bool(await self._r.set(self._prefix + key, b"1", px=ttl_ms, nx=True))
+        except (RedisError, OSError) as exc:
+            raise _store_error("write", exc) from None
+
+
+def _store_error(operation: str, exc: BaseException) -> StoreError:
+    """The store's error for a Redis failure; the message carries the type, not the text
+    (a server's reply could quote a key)."""
+    # redis-py maps the "OOM …" error reply to OutOfMemoryError; the prefix check covers a
+    # client version that leaves it a plain ResponseError
+    if isinstance(exc, OutOfMemoryError) or (
+            isinstance(exc, ResponseError) and str(exc).startswith("OOM")):
+        return StoreFull(f"Redis refused the {operation}: maxmemory reached (OOM)")
+    if isinstance(exc, RedisTimeoutError | TimeoutError):
+        return StoreUnavailable(f"Redis did not answer the {operation} in time")
+    if isinstance(exc, RedisConnectionError | OSError):
+        return StoreUnavailable(f"Redis is unreachable ({operation}: {type(exc).__name__})")
+    return StoreUnavailable(f"Redis failed the {operation}: {type(exc).__name__}")
 
 
 def _as_bytes(value: object) -> bytes | None:

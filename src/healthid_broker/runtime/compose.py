@@ -26,6 +26,7 @@ from ..provider.service import ClientAuthenticator, ProviderService
 from ..tenancy.service import TenancyService
 from ..upstream.flow import Upstream
 from ..web.broker_app import BrokerWeb, Urls, create_broker_app
+from ..web.rate_limit import RateLimiter, RateLimitMiddleware, RateLimits
 from .directory import TenancyDirectory
 from .settings import BrokerSettings
 
@@ -76,7 +77,12 @@ def build_broker(
     clock: Callable[[], float] = time.time,
     mounts: Mapping[str, Any] | None = None,
     par_retry_pause: float = 1.0,
+    rate_limiter: RateLimiter | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> BrokerRuntime:
+    """The public role. With ``rate_limiter`` the login path is rate limited
+    (``rate_limits``, default :class:`RateLimits`); the limiter sits outside the app and
+    sets the security headers on its own 429 answers."""
     settings.check()
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -106,7 +112,12 @@ def build_broker(
         directory, login_store, upstream, client_auth, clock=clock,
         token_endpoint=lambda app: urls.public(app.short_key, "token"))
     web = BrokerWeb(service, urls, sandbox=settings.environment == "sandbox", clock=clock)
-    asgi = create_broker_app(web, mounts)
+    asgi: Any = create_broker_app(web, mounts)
+    limits = rate_limits or RateLimits()
+    if rate_limiter is not None and limits.enabled:
+        asgi = RateLimitMiddleware(asgi, rate_limiter, limits,
+                                   static_base=f"{urls.browser_base}/static",
+                                   sandbox=settings.environment == "sandbox")
     rt = BrokerRuntime(settings, tenancy, directory, upstream, service, web, http_client, asgi)
     if own_http is not None:
         rt.closers.append(own_http.aclose)

@@ -1,4 +1,11 @@
-"""The provider's view of the tenancy data: :class:`TenancyDirectory`, with a short cache."""
+"""The provider's view of the tenancy data: :class:`TenancyDirectory`, with a short cache.
+
+Both caches are bounded (T-27): the short key comes from the request path, so a flood of
+random keys must not grow memory. Known applications sit in an LRU of ``max_entries``
+views; unknown keys are remembered for ``negative_ttl`` seconds in a separate, smaller LRU
+(so a flood of unknown keys neither reaches the database on every request nor pushes the
+real applications out of the cache).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -33,19 +41,27 @@ class TenancyDirectory:
     """:class:`AppDirectory` over the tenancy service, with a short in-memory cache."""
 
     def __init__(self, tenancy: TenancyService, settings: BrokerSettings, *,
-                 pairwise_root: bytes, clock: Callable[[], float] = time.time) -> None:
+                 pairwise_root: bytes, clock: Callable[[], float] = time.time,
+                 max_entries: int = 10_000, max_unknown: int = 4_096,
+                 negative_ttl: float = 5.0) -> None:
         self.tenancy = tenancy
         self.settings = settings
         self.pairwise_root = pairwise_root
         self.clock = clock
-        self._cache: dict[str, tuple[float, AppConfig | None]] = {}
+        self.max_entries = max_entries
+        self.max_unknown = max_unknown
+        self.negative_ttl = negative_ttl
+        self._cache: OrderedDict[str, tuple[float, AppConfig]] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
         self._loading: dict[str, asyncio.Future[AppConfig | None]] = {}
 
     def invalidate(self, short_key: str | None = None) -> None:
         if short_key is None:
             self._cache.clear()
+            self._unknown.clear()
         else:
             self._cache.pop(short_key, None)
+            self._unknown.pop(short_key, None)
 
     async def get(self, short_key: str) -> AppConfig | None:
         """The application's view. A stale entry is served while one background refresh
@@ -55,9 +71,13 @@ class TenancyDirectory:
         now = self.clock()
         hit = self._cache.get(short_key)
         if hit is not None:
+            self._cache.move_to_end(short_key)
             if now - hit[0] >= self.settings.directory_ttl and short_key not in self._loading:
                 self._start_refresh(short_key)
             return hit[1]
+        unknown_since = self._unknown.get(short_key)
+        if unknown_since is not None and now - unknown_since < self.negative_ttl:
+            return None
         task = self._loading.get(short_key) or self._start_refresh(short_key)
         return await asyncio.shield(task)
 
@@ -71,10 +91,24 @@ class TenancyDirectory:
         try:
             now = self.clock()
             cfg = await anyio.to_thread.run_sync(self._load, short_key, now)
-            self._cache[short_key] = (now, cfg)
+            self._remember(short_key, now, cfg)
             return cfg
         finally:
             self._loading.pop(short_key, None)
+
+    def _remember(self, short_key: str, now: float, cfg: AppConfig | None) -> None:
+        if cfg is None:
+            self._cache.pop(short_key, None)
+            self._unknown[short_key] = now
+            self._unknown.move_to_end(short_key)
+            while len(self._unknown) > self.max_unknown:
+                self._unknown.popitem(last=False)
+            return
+        self._unknown.pop(short_key, None)
+        self._cache[short_key] = (now, cfg)
+        self._cache.move_to_end(short_key)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
 
     def _load(self, short_key: str, now: float) -> AppConfig | None:
         view = self.tenancy.get_application(short_key)
