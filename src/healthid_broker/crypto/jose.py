@@ -1,33 +1,45 @@
-"""A small, strict JOSE implementation for exactly what the TI federation uses.
+"""JOSE for exactly what the TI federation uses: joserfc, behind the profile's own checks.
 
-* JWS compact serialisation with ES256 on P-256 (RFC 7515, RFC 7518 §3.4).
+The cryptography — JWS signing input and ES256 signatures, ECDH-ES key agreement with the
+Concat KDF, A256GCM content encryption, JWK import/export, RFC 7638 thumbprints and the
+base64url codec — is joserfc's (``joserfc.jws``, ``joserfc.jwe``, ``joserfc.jwk.ECKey``,
+``joserfc.util``), always called with registries that allow only the profile's algorithms:
+
+* JWS compact serialisation with ``ES256`` on P-256 (RFC 7515, RFC 7518 §3.4);
 * JWE compact serialisation with ``alg=ECDH-ES`` (direct key agreement, RFC 7518 §4.6)
-  and ``enc=A256GCM`` (RFC 7518 §5.3).
-* JWK import/export for EC P-256 keys and RFC 7638 thumbprints.
+  and ``enc=A256GCM`` (RFC 7518 §5.3);
+* EC P-256 keys only (gematik A_23196).
 
-Deliberately narrow: every other algorithm is rejected, ``alg=none`` can never verify,
-and a ``crit`` header naming an extension we do not understand is rejected (RFC 7515
-§4.1.11).  All keys in the TI federation are EC P-256 (gematik A_23196).
+What this module adds is validation policy (docs/decisions/0008-jose-on-joserfc.md):
+
+* ``alg=none``, HMAC, RSA and every other algorithm are refused before any key is touched;
+* ``crit`` is refused (we understand no extension, RFC 7515 §4.1.11), and so is ``b64``
+  (RFC 7797 unencoded payloads) and ``zip`` (compressed JWE plaintext);
+* ``typ`` is compared when the caller expects one; ``kid`` must be a string and, where the
+  federation requires it, name one of the given keys;
+* a key marked for another use (``use``) or algorithm (``alg``) is not used;
+* the JWE's ephemeral key must be a public P-256 point with 32-byte coordinates (and
+  on the curve, which joserfc's import checks), the IV 96 bits, the tag 128 bits, the
+  encrypted key empty;
+* sizes: compact serialisations, protected headers, payloads and signatures are bounded
+  before anything is decoded;
+* whatever the input, the only exception that leaves this module is :class:`JoseError`.
 """
 
 from __future__ import annotations
 
 import binascii
-import hashlib
-import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from joserfc import jwe as _jwe
+from joserfc import jws as _jws
+from joserfc.errors import JoseError as _LibraryError
+from joserfc.jwk import ECKey
+from joserfc.util import json_b64decode, urlsafe_b64decode, urlsafe_b64encode
 
 from .. import fastjson
 
@@ -50,8 +62,24 @@ __all__ = [
     "verify_jws",
 ]
 
+JWS_ALG: Final = "ES256"
+JWE_ALG: Final = "ECDH-ES"
+JWE_ENC: Final = "A256GCM"
+CURVE: Final = "P-256"
 _P256_COORD_LEN = 32
-_ES256 = ec.ECDSA(hashes.SHA256())  # immutable; one instance for every sign/verify
+
+# Size limits, in characters of the compact serialisation (= bytes: it is ASCII).
+# An ID-token JWS header carries one x5c certificate (~1.5 KB); entity statements, signed
+# JWKS and IdP lists stay well below the payload bound.
+MAX_JWS_HEADER: Final = 8 * 1024
+MAX_JWS_PAYLOAD: Final = 128_000
+MAX_JWS_SIGNATURE: Final = 1024  # ES256 needs 86; an RSA signature still reaches the alg check
+MAX_JWS_LENGTH: Final = MAX_JWS_HEADER + MAX_JWS_PAYLOAD + MAX_JWS_SIGNATURE + 2
+MAX_JWE_HEADER: Final = 4 * 1024  # alg, enc, cty, kid, epk, version: ~400 characters
+MAX_JWE_CIPHERTEXT: Final = 64 * 1024  # the inner JWS of an ID token: a few KB
+MAX_JWE_LENGTH: Final = MAX_JWE_HEADER + MAX_JWE_CIPHERTEXT + 16 + 22 + 4
+_IV_CHARS = 16  # 96-bit IV (RFC 7518 §5.3)
+_TAG_CHARS = 22  # 128-bit tag
 
 
 class JoseError(ValueError):
@@ -70,68 +98,85 @@ class JWEError(JoseError):
     """A JWE could not be parsed or decrypted."""
 
 
-# binascii directly, with translation tables: the ``base64`` module's url-safe helpers add
-# several Python calls per value, and a login encodes or decodes about twenty values.
-_STD_TO_URL = bytes.maketrans(b"+/", b"-_")
-_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
-_B64U_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# What joserfc (and cryptography or the json module underneath) raise on hostile input:
+# its own errors, ValueError (binascii.Error, "Invalid EC key", a short GCM tag, bad JSON),
+# TypeError/KeyError on odd JSON shapes, RecursionError on deeply nested JSON.
+_LIBRARY_FAILURES = (_LibraryError, ValueError, TypeError, KeyError, RecursionError)
+
+
+class _JWSLimits(_jws.JWSRegistry):
+    max_header_length = MAX_JWS_HEADER
+    max_payload_length = MAX_JWS_PAYLOAD
+    max_signature_length = MAX_JWS_SIGNATURE
+
+
+class _JWELimits(_jwe.JWERegistry):
+    max_protected_header_length = MAX_JWE_HEADER
+    max_encrypted_key_length = 0  # direct key agreement: the encrypted key is empty
+    max_initialization_vector_length = _IV_CHARS
+    max_ciphertext_length = MAX_JWE_CIPHERTEXT
+    max_auth_tag_length = _TAG_CHARS
+
+
+# Unknown header parameters are ignored, as RFC 7515 §4 and RFC 7516 §4 require (gematik's
+# IdPs add ``version``); the registered ones are type-checked by joserfc; ``crit`` is ours.
+_JWS_REGISTRY: Final = _JWSLimits(algorithms=[JWS_ALG], strict_check_header=False)
+_JWE_REGISTRY: Final = _JWELimits(algorithms=[JWE_ALG, JWE_ENC], strict_check_header=False)
+
+
+# --------------------------------------------------------------------------- base64url
 
 
 def b64u_encode(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).translate(_STD_TO_URL).rstrip(
-        b"=").decode("ascii")
+    """Base64url without padding (RFC 7515 §2)."""
+    return urlsafe_b64encode(data).decode("ascii")
 
 
 def b64u_decode(data: str) -> bytes:
+    """Strict base64url: the url-safe alphabet only, no padding, no whitespace, and only
+    the canonical encoding (no stray bits in the last character)."""
     if not isinstance(data, str):
         raise JoseError("base64url value must be a string")
     try:
-        raw = data.encode("ascii")
-    except UnicodeEncodeError:
+        return urlsafe_b64decode(data.encode("ascii"))
+    except (UnicodeEncodeError, binascii.Error, ValueError):
         raise JoseError("not base64url without padding") from None
-    if raw.translate(None, _B64U_ALPHABET):  # no padding, whitespace or "+/" (RFC 7515 §2)
-        raise JoseError("not base64url without padding")
-    try:
-        return binascii.a2b_base64(raw.translate(_URL_TO_STD) + b"=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise JoseError("invalid base64url") from exc
 
 
-def _json_b64(obj: Mapping[str, Any]) -> str:
-    return b64u_encode(fastjson.dumps(obj))
+# --------------------------------------------------------------------------- JWK
 
 
-def _int_to_b64(n: int) -> str:
-    return b64u_encode(n.to_bytes(_P256_COORD_LEN, "big"))
+def _coordinate(d: Mapping[str, Any], name: str) -> bytes:
+    value = d.get(name)
+    if value is None:
+        raise JoseError(f"JWK lacks the member {name!r}")
+    raw = b64u_decode(value)
+    if len(raw) != _P256_COORD_LEN:
+        raise JoseError(f"EC P-256 member {name!r} must be 32 bytes")
+    return raw
 
 
-_P256 = ec.SECP256R1()
-
-
-def _p256_public_key(x: bytes, y: bytes) -> ec.EllipticCurvePublicKey:
-    """The P-256 point (x, y), checked to lie on the curve. From the uncompressed SEC 1
-    encoding: half the cost of going through ``EllipticCurvePublicNumbers`` (this runs for
-    every ID token's ephemeral key)."""
-    if len(x) != _P256_COORD_LEN or len(y) != _P256_COORD_LEN:
-        raise JoseError("EC P-256 coordinates must be 32 bytes")
-    try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(_P256, b"\x04" + x + y)
-    except ValueError as exc:
-        raise JoseError("EC point is not on P-256") from exc
-
-
-def _public_key_of(d: Any) -> ec.EllipticCurvePublicKey:
-    """The public point of a JWK's JSON object (EC P-256 only)."""
+def _p256_members(d: Any) -> dict[str, str]:
+    """The key members of an EC P-256 JWK, checked for shape (the point itself is checked
+    by joserfc's import): ``kty``/``crv`` exactly, 32-byte coordinates and private value."""
     if not isinstance(d, Mapping):
         raise JoseError("JWK must be a JSON object")
-    if d.get("kty") != "EC" or d.get("crv") != "P-256":
+    if d.get("kty") != "EC" or d.get("crv") != CURVE:
         raise JoseError("only EC P-256 keys are allowed (A_23196)")
+    names = ("x", "y", "d") if "d" in d else ("x", "y")
+    for name in names:
+        _coordinate(d, name)
+    members = {"kty": "EC", "crv": CURVE}
+    members.update((name, d[name]) for name in names)
+    return members
+
+
+def _import(members: Mapping[str, str]) -> ECKey:
     try:
-        x = b64u_decode(d["x"])
-        y = b64u_decode(d["y"])
-    except KeyError as exc:
-        raise JoseError(f"JWK lacks the member {exc.args[0]!r}") from exc
-    return _p256_public_key(x, y)
+        return ECKey.import_key(dict(members))
+    except _LIBRARY_FAILURES as exc:
+        # cryptography: "Point is not on the curve" or a private part that does not match
+        raise JoseError(f"not a valid EC P-256 key: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -149,8 +194,9 @@ class JWK:
     def generate(
         cls, *, kid: str | None = None, use: str | None = None, alg: str | None = None
     ) -> JWK:
-        priv = ec.generate_private_key(ec.SECP256R1())
-        return cls(priv.public_key(), priv, kid=kid, use=use, alg=alg)
+        key = ECKey.generate_key(CURVE)
+        assert key.private_key is not None
+        return cls(key.public_key, key.private_key, kid=kid, use=use, alg=alg)
 
     @classmethod
     def from_private_key(
@@ -171,13 +217,7 @@ class JWK:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JWK:
-        pub = _public_key_of(d)
-        priv = None
-        if "d" in d:
-            dval = int.from_bytes(b64u_decode(d["d"]), "big")
-            priv = ec.derive_private_key(dval, ec.SECP256R1())
-            if priv.public_key().public_numbers() != pub.public_numbers():
-                raise JoseError("JWK private part does not match its public part")
+        imported = _import(_p256_members(d))
         x5c = d.get("x5c")
         if x5c is not None and (
             not isinstance(x5c, list) or not all(isinstance(c, str) for c in x5c)
@@ -187,22 +227,24 @@ class JWK:
             if name in d and not isinstance(d[name], str):
                 raise JoseError(f"JWK member {name!r} must be a string")
         return cls(
-            pub,
-            priv,
+            imported.public_key,
+            imported.private_key,
             kid=d.get("kid"),
             use=d.get("use"),
             alg=d.get("alg"),
             x5c=tuple(x5c) if x5c is not None else None,
         )
 
-    def public_dict(self) -> dict[str, Any]:
-        nums = self.public_key.public_numbers()
-        out: dict[str, Any] = {
-            "kty": "EC",
-            "crv": "P-256",
-            "x": _int_to_b64(nums.x),
-            "y": _int_to_b64(nums.y),
-        }
+    @cached_property
+    def joserfc_key(self) -> ECKey:
+        """This key as joserfc's ``ECKey`` (the bare key: ``use``/``alg`` are checked by
+        this module, before joserfc is called). Built once per JWK."""
+        return ECKey.import_key(self.private_key or self.public_key)
+
+    def _members(self, *, private: bool) -> dict[str, Any]:
+        exported = self.joserfc_key.as_dict(private=private)
+        out: dict[str, Any] = {"kty": "EC", "crv": CURVE, "x": exported["x"],
+                               "y": exported["y"]}
         if self.kid is not None:
             out["kid"] = self.kid
         if self.use is not None:
@@ -211,21 +253,21 @@ class JWK:
             out["alg"] = self.alg
         if self.x5c is not None:
             out["x5c"] = list(self.x5c)
+        if private:
+            out["d"] = exported["d"]
         return out
+
+    def public_dict(self) -> dict[str, Any]:
+        return self._members(private=False)
 
     def private_dict(self) -> dict[str, Any]:
         if self.private_key is None:
             raise JoseError("no private key")
-        out = self.public_dict()
-        out["d"] = _int_to_b64(self.private_key.private_numbers().private_value)
-        return out
+        return self._members(private=True)
 
     def thumbprint(self) -> str:
         """RFC 7638 JWK thumbprint (SHA-256), base64url."""
-        nums = self.public_key.public_numbers()
-        x, y = _int_to_b64(nums.x), _int_to_b64(nums.y)
-        canon = f'{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}'
-        return b64u_encode(hashlib.sha256(canon.encode()).digest())
+        return self.joserfc_key.thumbprint()
 
     def public(self) -> JWK:
         return JWK(self.public_key, None, self.kid, self.use, self.alg, self.x5c)
@@ -234,10 +276,18 @@ class JWK:
         return self.public_key.public_numbers() == other.public_key.public_numbers()
 
 
+def _usable_for(key: JWK, use: str, alg: str) -> bool:
+    """RFC 7517 §4.2/§4.4: a key published for another use or algorithm is not used."""
+    return key.use in (None, use) and key.alg in (None, alg)
+
+
+def _refuse_header_overrides(extra: Mapping[str, Any], fixed: Iterable[str]) -> None:
+    clash = sorted(set(extra).intersection(fixed))
+    if clash:
+        raise JoseError(f"these header parameters are not the caller's to set: {clash}")
+
+
 # --------------------------------------------------------------------------- JWS
-
-
-_SUPPORTED_CRIT: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -246,13 +296,22 @@ class ParsedJWS:
 
     header: dict[str, Any]
     payload_bytes: bytes
-    signing_input: bytes
-    signature: bytes
+    compact: _jws.CompactSignature = field(repr=False, compare=False)
+
+    @property
+    def signing_input(self) -> bytes:
+        """ASCII(BASE64URL(header) || '.' || BASE64URL(payload)) (RFC 7515 §5.1)."""
+        segments = self.compact.segments
+        return segments["header"] + b"." + segments["payload"]
+
+    @property
+    def signature(self) -> bytes:
+        return b64u_decode(self.compact.segments["signature"].decode("ascii"))
 
     def payload_json(self) -> dict[str, Any]:
         try:
             data = fastjson.loads(self.payload_bytes)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise JoseError("JWS payload is not JSON") from exc
         if not isinstance(data, dict):
             raise JoseError("JWS payload is not a JSON object")
@@ -271,71 +330,61 @@ def sign_jws(
     """Sign ``payload`` with ES256. ``kid`` is taken from the key when it has one."""
     if key.private_key is None:
         raise JoseError("signing needs a private key")
-    header: dict[str, Any] = {"alg": "ES256"}
+    if not _usable_for(key, "sig", JWS_ALG):
+        raise JoseError(f"key {key.kid!r} is not an ES256 signing key")
+    header: dict[str, Any] = {"alg": JWS_ALG}
     if key.kid is not None:
         header["kid"] = key.kid
     if typ is not None:
         header["typ"] = typ
     if extra_headers:
+        _refuse_header_overrides(extra_headers, ("alg", "crit", "b64"))
         header.update(extra_headers)
-    body = (
-        payload
-        if isinstance(payload, bytes)
-        else fastjson.dumps(payload)
-    )
-    signing_input = f"{_json_b64(header)}.{b64u_encode(body)}".encode("ascii")
-    der = key.private_key.sign(signing_input, _ES256)
-    r, s = decode_dss_signature(der)
-    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return f"{signing_input.decode('ascii')}.{b64u_encode(sig)}"
+    body = payload if isinstance(payload, bytes) else fastjson.dumps(payload)
+    try:
+        return _jws.serialize_compact(header, body, key.joserfc_key, registry=_JWS_REGISTRY)
+    except _LIBRARY_FAILURES as exc:
+        raise JoseError(f"cannot sign: {exc}") from None
 
 
 def parse_jws(token: str, *, expected_typ: str | None = None) -> ParsedJWS:
-    """Split and sanity-check a compact JWS without verifying the signature."""
+    """Split and check a compact JWS without verifying the signature."""
     if not isinstance(token, str):
         raise JWSHeaderError("JWS must be a string")
+    if len(token) > MAX_JWS_LENGTH:
+        raise JWSHeaderError(f"JWS is longer than {MAX_JWS_LENGTH} characters")
     parts = token.split(".")
     if len(parts) != 3:
         raise JWSHeaderError("a compact JWS has exactly three parts")
+    if not token.isascii():
+        raise JWSHeaderError("JWS is not base64url")
     try:
-        header = fastjson.loads(b64u_decode(parts[0]))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise JWSHeaderError("JWS header is not base64url JSON") from exc
+        # sizes, base64url and the header's JSON; the header checked below is the very
+        # dictionary joserfc verifies against
+        compact = _jws.extract_compact(token.encode("ascii"), registry=_JWS_REGISTRY)
+    except _LIBRARY_FAILURES as exc:
+        raise JWSHeaderError(f"malformed JWS: {exc}") from None
+    header = compact.protected
     if not isinstance(header, dict):
         raise JWSHeaderError("JWS header is not a JSON object")
     alg = header.get("alg")
-    if alg != "ES256":
+    if alg != JWS_ALG:
         raise JWSHeaderError(f"JWS alg {alg!r} is not accepted (only ES256)")
-    crit = header.get("crit")
-    if crit is not None:
-        if not isinstance(crit, list) or not crit or not all(isinstance(c, str) for c in crit):
-            raise JWSHeaderError("JWS crit must be a non-empty list of names")
-        unknown = [c for c in crit if c not in _SUPPORTED_CRIT]
-        if unknown:
-            raise JWSHeaderError(f"JWS crit names unsupported extensions: {unknown}")
+    if "crit" in header:
+        raise JWSHeaderError("JWS crit names extensions this profile does not support")
+    if "b64" in header:
+        raise JWSHeaderError("JWS b64 (RFC 7797 unencoded payload) is not accepted")
     if expected_typ is not None and header.get("typ") != expected_typ:
         raise JWSHeaderError(
             f"JWS typ is {header.get('typ')!r}, expected {expected_typ!r}"
         )
     if "kid" in header and not isinstance(header["kid"], str):
         raise JWSHeaderError("JWS kid must be a string")
-    payload = b64u_decode(parts[1])
-    sig = b64u_decode(parts[2])
-    return ParsedJWS(header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), sig)
-
-
-def _verify_sig(parsed: ParsedJWS, key: JWK) -> bool:
-    if len(parsed.signature) != 64:
-        return False
-    r = int.from_bytes(parsed.signature[:32], "big")
-    s = int.from_bytes(parsed.signature[32:], "big")
     try:
-        key.public_key.verify(
-            encode_dss_signature(r, s), parsed.signing_input, _ES256
-        )
-    except InvalidSignature:
-        return False
-    return True
+        _JWS_REGISTRY.check_header(header)  # types of the registered parameters (x5c, …)
+    except _LIBRARY_FAILURES as exc:
+        raise JWSHeaderError(f"JWS header: {exc}") from None
+    return ParsedJWS(header, compact.payload, compact)
 
 
 def verify_jws(parsed: ParsedJWS, keys: Iterable[JWK], *, require_kid: bool = True) -> JWK:
@@ -355,30 +404,19 @@ def verify_jws(parsed: ParsedJWS, keys: Iterable[JWK], *, require_kid: bool = Tr
         if not candidates:
             raise JWSSignatureError(f"no key with kid {kid!r}")
     for key in candidates:
-        if _verify_sig(parsed, key):
-            return key
+        if not _usable_for(key, "sig", JWS_ALG):
+            continue
+        try:
+            if _jws.validate_compact(parsed.compact, key.joserfc_key, registry=_JWS_REGISTRY):
+                return key
+        except _LIBRARY_FAILURES:
+            continue
     raise JWSSignatureError(
         f"signature does not verify with key {kid!r}" if kid else "signature does not verify"
     )
 
 
 # --------------------------------------------------------------------------- JWE
-
-_ENC_KEY_BITS = 256  # A256GCM
-
-
-def _concat_kdf(
-    shared: bytes, enc: str, apu: bytes, apv: bytes, key_bits: int = _ENC_KEY_BITS
-) -> bytes:
-    """RFC 7518 §4.6.2: Concat KDF for ECDH-ES in direct key agreement mode."""
-
-    def _lp(b: bytes) -> bytes:
-        return len(b).to_bytes(4, "big") + b
-
-    other = (
-        _lp(enc.encode("ascii")) + _lp(apu) + _lp(apv) + key_bits.to_bytes(4, "big")
-    )
-    return ConcatKDFHash(hashes.SHA256(), key_bits // 8, other).derive(shared)
 
 
 def encrypt_jwe(
@@ -387,28 +425,40 @@ def encrypt_jwe(
     *,
     cty: str | None = None,
     extra_headers: Mapping[str, Any] | None = None,
-    _ephemeral: ec.EllipticCurvePrivateKey | None = None,
-    _iv: bytes | None = None,
 ) -> str:
     """Encrypt to ``recipient`` with ECDH-ES (direct) and A256GCM."""
-    eph = _ephemeral or ec.generate_private_key(ec.SECP256R1())
-    shared = eph.exchange(ec.ECDH(), recipient.public_key)
-    header: dict[str, Any] = {"alg": "ECDH-ES", "enc": "A256GCM"}
+    if not _usable_for(recipient, "enc", JWE_ALG):
+        raise JWEError(f"key {recipient.kid!r} is not an ECDH-ES encryption key")
+    header: dict[str, Any] = {"alg": JWE_ALG, "enc": JWE_ENC}
     if cty is not None:
         header["cty"] = cty
     if recipient.kid is not None:
         header["kid"] = recipient.kid
-    header["epk"] = JWK(eph.public_key()).public_dict()
     if extra_headers:
+        _refuse_header_overrides(extra_headers, ("alg", "enc", "epk", "crit", "zip"))
         header.update(extra_headers)
-    apu = b64u_decode(header["apu"]) if "apu" in header else b""
-    apv = b64u_decode(header["apv"]) if "apv" in header else b""
-    cek = _concat_kdf(shared, "A256GCM", apu, apv)
-    protected = _json_b64(header)
-    iv = _iv or os.urandom(12)
-    ct_tag = AESGCM(cek).encrypt(iv, plaintext, protected.encode("ascii"))
-    ct, tag = ct_tag[:-16], ct_tag[-16:]
-    return f"{protected}..{b64u_encode(iv)}.{b64u_encode(ct)}.{b64u_encode(tag)}"
+    try:
+        return _jwe.encrypt_compact(header, plaintext, recipient.joserfc_key,
+                                    registry=_JWE_REGISTRY)
+    except _LIBRARY_FAILURES as exc:
+        raise JWEError(f"cannot encrypt: {exc}") from None
+
+
+_COORD_CHARS = 43  # 32 bytes in unpadded base64url; joserfc's decoder takes only canonical
+
+
+def _check_epk(epk: Any) -> None:
+    """The ephemeral key's shape: a public EC P-256 JWK with 32-byte coordinates. Checked by
+    length (the hot path: once per ID token); joserfc's import then decodes the coordinates
+    strictly and cryptography refuses a point that is not on the curve."""
+    if not isinstance(epk, dict) or epk.get("kty") != "EC" or epk.get("crv") != CURVE:
+        raise JWEError("JWE epk unusable: only EC P-256 keys are allowed (A_23196)")
+    if "d" in epk:
+        raise JWEError("JWE epk unusable: an ephemeral public key must not carry 'd'")
+    for name in ("x", "y"):
+        value = epk.get(name)
+        if not isinstance(value, str) or len(value) != _COORD_CHARS:
+            raise JWEError(f"JWE epk unusable: {name!r} must be a 32-byte coordinate")
 
 
 @dataclass(frozen=True)
@@ -422,64 +472,61 @@ class ParsedJWE:
     def decrypt(self, keys: Iterable[JWK]) -> bytes:
         """The plaintext, with the key named by the header's ``kid`` (ECDH-ES/A256GCM)."""
         header, parts = self.header, self.parts
-        if header.get("alg") != "ECDH-ES":
+        if header.get("alg") != JWE_ALG:
             raise JWEError(f"JWE alg {header.get('alg')!r} is not accepted (only ECDH-ES)")
-        if header.get("enc") != "A256GCM":
+        if header.get("enc") != JWE_ENC:
             raise JWEError(f"JWE enc {header.get('enc')!r} is not accepted (only A256GCM)")
         if "crit" in header:
             raise JWEError("JWE crit is not supported")
+        if "zip" in header:
+            raise JWEError("JWE zip (compressed plaintext) is not accepted")
         if parts[1] != "":
             raise JWEError("ECDH-ES direct key agreement has an empty encrypted key")
         kid = header.get("kid")
-        candidates = [k for k in keys if k.private_key is not None]
+        if kid is not None and not isinstance(kid, str):
+            raise JWEError("JWE kid must be a string")
+        candidates = [k for k in keys if k.private_key is not None
+                      and _usable_for(k, "enc", JWE_ALG)]
         if kid is not None:
             candidates = [k for k in candidates if k.kid == kid]
             if not candidates:
                 raise JWEError(f"no decryption key with kid {kid!r}")
         if not candidates:
             raise JWEError("no decryption key")
-        epk = header.get("epk")
-        if epk is None:
+        if "epk" not in header:
             raise JWEError("JWE header lacks epk")
-        try:
-            epk_key = _public_key_of(epk)  # only the point matters: no JWK object
-        except JoseError as exc:
-            raise JWEError(f"JWE epk unusable: {exc}") from exc
-        try:
-            apu = b64u_decode(header["apu"]) if "apu" in header else b""
-            apv = b64u_decode(header["apv"]) if "apv" in header else b""
-            iv = b64u_decode(parts[2])
-            ct = b64u_decode(parts[3])
-            tag = b64u_decode(parts[4])
-        except JoseError as exc:
-            raise JWEError(f"JWE part malformed: {exc}") from exc
-        if len(iv) != 12 or len(tag) != 16:
+        _check_epk(header["epk"])
+        if len(parts[2]) != _IV_CHARS or len(parts[4]) != _TAG_CHARS:
             raise JWEError("JWE iv or tag has the wrong length for A256GCM")
-        aad = parts[0].encode("ascii")
+        token = ".".join(parts).encode("ascii")
+        failure: Exception | None = None
         for key in candidates:
-            assert key.private_key is not None
-            shared = key.private_key.exchange(_ECDH, epk_key)
-            cek = _concat_kdf(shared, "A256GCM", apu, apv)
             try:
-                return AESGCM(cek).decrypt(iv, ct + tag, aad)
-            except InvalidTag:
-                continue
-        raise JWEError("JWE does not decrypt with the available key(s)")
-
-
-_ECDH = ec.ECDH()
+                return _jwe.decrypt_compact(token, key.joserfc_key,
+                                            registry=_JWE_REGISTRY).plaintext or b""
+            except _LIBRARY_FAILURES as exc:
+                failure = exc
+        raise JWEError(f"JWE does not decrypt with the available key(s): {failure}")
 
 
 def parse_jwe(token: str) -> ParsedJWE:
     if not isinstance(token, str):
         raise JWEError("JWE must be a string")
+    if len(token) > MAX_JWE_LENGTH:
+        raise JWEError(f"JWE is longer than {MAX_JWE_LENGTH} characters")
     parts = token.split(".")
     if len(parts) != 5:
         raise JWEError("a compact JWE has exactly five parts")
+    if len(parts[0]) > MAX_JWE_HEADER:
+        raise JWEError(f"JWE header is longer than {MAX_JWE_HEADER} characters")
+    if not token.isascii():
+        raise JWEError("JWE is not base64url")
     try:
-        header = fastjson.loads(b64u_decode(parts[0]))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise JWEError("JWE header is not base64url JSON") from exc
+        # joserfc's own reading of the header, so the header checked here is the one it
+        # decrypts with
+        header = json_b64decode(parts[0].encode("ascii"))
+    except _LIBRARY_FAILURES:
+        raise JWEError("JWE header is not base64url JSON") from None
     if not isinstance(header, dict):
         raise JWEError("JWE header is not a JSON object")
     return ParsedJWE(header, tuple(parts))
