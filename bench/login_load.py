@@ -7,7 +7,7 @@ Three processes, all on loopback:
 1. ``healthid-broker sandbox --json --auto-person KVNR`` — federation master and sectoral IdPs;
 2. ``healthid-broker demo --json --external-sandbox FILE [--redis-url URL]`` — the broker (plus
    the small demo app in the same process, which this bench never calls);
-3. this process — the load generator (bench/lean_client.py or, with ``--client httpx``, httpx;
+3. this process — the load generator (bench/load_client.py over aiohttp or, with ``--client httpx``, httpx;
    keep-alive, bounded concurrency, count and time; docs/decisions/0005).
 
 One complete login, as a real OIDC client with PKCE (RFC 7636) and a nonce does it::
@@ -58,9 +58,9 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # also when loaded by path (tests/bench)
     sys.path.insert(0, str(HERE))
 
-from lean_client import LeanClient, TransportError  # noqa: E402 (bench-local module)
+from load_client import LoadClient, TransportError  # noqa: E402 (bench-local module)
 
-Client = httpx.AsyncClient | LeanClient
+Client = httpx.AsyncClient | LoadClient
 DEFAULT_PERSON = "A123456780"  # synthetic (healthid_broker.sandbox.persons)
 DEFAULT_SCOPE = ("openid urn:telematik:versicherter urn:telematik:display_name "
                  "urn:telematik:given_name urn:telematik:family_name urn:telematik:geburtsdatum "
@@ -572,7 +572,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                               max_keepalive_connections=args.concurrency * 4)
         deadline_all = time.monotonic() + args.max_seconds
         client_cm: Any = (
-            LeanClient(verify=ctx, timeout=30.0) if args.client == "lean" else
+            LoadClient(verify=ctx, timeout=30.0, connections=args.concurrency * 4)
+            if args.client == "aiohttp" else
             httpx.AsyncClient(verify=ctx, limits=limits, timeout=30.0, follow_redirects=False))
         async with client_cm as client:
             if args.warmup:
@@ -693,8 +694,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="no new login starts after this many seconds (%(default)s)")
     p.add_argument("--profile", metavar="FILE",
                    help="run the broker under cProfile and write its stats to FILE")
-    p.add_argument("--client", choices=("lean", "httpx"), default="lean",
-                   help="the load generator's HTTP client: bench/lean_client.py (light, "
+    p.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
+                   help="the load generator's HTTP client: aiohttp (bench/load_client.py, "
                    "default) or httpx (several CPU-ms per login of its own on the same "
                    "cores)")
     p.add_argument("--garbage", metavar="FILE",

@@ -36,7 +36,7 @@ def _load_bench() -> ModuleType:
 bench = _load_bench()
 
 
-@pytest.mark.parametrize("client", ["lean", "httpx"])
+@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
 def test_bench_script_runs_complete_logins_and_measures_the_store(client: str) -> None:
     r = redis.Redis.from_url(REDIS_DB_URL)
     before = set(r.scan_iter(match="hidb-demo:*"))
