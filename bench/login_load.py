@@ -7,8 +7,8 @@ Three processes, all on loopback:
 1. ``healthid-broker sandbox --json --auto-person KVNR`` — federation master and sectoral IdPs;
 2. ``healthid-broker demo --json --external-sandbox FILE [--redis-url URL]`` — the broker (plus
    the small demo app in the same process, which this bench never calls);
-3. this process — the load generator (bench/load_client.py over aiohttp or, with ``--client httpx``, httpx;
-   keep-alive, bounded concurrency, count and time; docs/decisions/0005).
+3. this process — the load generator (bench/load_client.py over aiohttp or, with
+   ``--client httpx``, httpx; keep-alive, bounded concurrency, count and time; docs/decisions/0005).
 
 One complete login, as a real OIDC client with PKCE (RFC 7636) and a nonce does it::
 
