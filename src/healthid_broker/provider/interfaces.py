@@ -12,7 +12,8 @@ interface                   implementation
 :class:`ClientAuthentication`  :class:`.service.ClientAuthenticator`
 ==========================  =====================================================
 
-Tests check the implementations against them (``tests/provider/test_interfaces.py``).
+Strict mypy checks each implementation against its Protocol where the composition root
+passes it to the service.
 """
 
 from __future__ import annotations
