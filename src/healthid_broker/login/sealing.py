@@ -1,4 +1,4 @@
-"""AES-256-GCM sealing of transient-store entries (TOMS T-02) and keyed store-key hashing.
+"""AES-256-GCM sealing of transient-store entries (T-02, docs/toms.md) and keyed store-key hashing.
 
 Wire format of a sealed entry (all binary)::
 
