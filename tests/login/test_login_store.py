@@ -35,6 +35,7 @@ from healthid_broker.login import (
 )
 from healthid_broker.login.store import RedisBackend
 from healthid_broker.runtime.redis import RedisSettings, connect_redis
+from healthid_broker.upstream.pending import PendingLogin
 
 pytestmark = pytest.mark.anyio
 
@@ -263,19 +264,17 @@ async def test_login_store_lifecycle_and_size(capsys: pytest.CaptureFixture[str]
     now = clock.t
     started = choose_idp(start(APP, txn_id=str(uuid.uuid4()), now=now), IDP, now=now)
     assert await store.put_started(started, now=now)
-    assert await store.get_started(started.txn_id, now=now) == started
     assert await store.take_started(started.txn_id, now=now) == started
     assert await store.take_started(started.txn_id, now=now) is None
 
-    pending = send_upstream(
-        started, upstream_state=os.urandom(32).hex(), upstream_nonce=os.urandom(32).hex(),
-        upstream_code_verifier="v" * 43, upstream_redirect_uri=APP.application + "/callback",
-        now=now,
-    )
-    await store.put_pending(pending, now=now)
+    # the upstream room's pending value: its format (upstream/pending.py), at full size
+    upstream = PendingLogin(IDP, "n" * 43, "v" * 43, APP.application + "/callback").encode()
+    pending = send_upstream(started, upstream=upstream, now=now)
+    state = "s" * 43
+    await store.put_pending(state, pending, now=now)
     sizes = {"upstream_pending": sum(len(k) + len(v) for k, v in backend.raw_items().items())}
-    assert await store.take_pending(pending.upstream_state, now=now) == pending
-    assert await store.take_pending(pending.upstream_state, now=now) is None
+    assert await store.take_pending(state, now=now) == pending
+    assert await store.take_pending(state, now=now) is None
 
     code_txn = issue_code(
         pending, subject="y" * 43, claims=CLAIMS, acr="gematik-ehealth-loa-high",
@@ -301,7 +300,7 @@ async def test_login_store_refuses_expired_and_respects_deadline() -> None:
     started = start(APP, txn_id="t", now=clock.t, idp=IDP)
     await store.put_started(started, now=clock.t)
     # a wall clock ahead of the store's clock still refuses an overdue transaction
-    assert await store.get_started("t", now=clock.t + 600) is None
+    assert await store.take_started("t", now=clock.t + 600) is None
 
 
 async def test_login_store_states_cannot_be_confused() -> None:

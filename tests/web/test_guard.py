@@ -18,7 +18,7 @@ SECRET = "A123456780 Anna Schäfer anna.schaefer@example.org"
 
 
 class _ExplodingService:
-    async def _app(self, short_key: str) -> Any:
+    async def application(self, short_key: str) -> Any:
         raise RuntimeError(f"failed for {SECRET}")
 
 

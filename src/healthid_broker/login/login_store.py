@@ -14,20 +14,22 @@ purpose                key                         value
 TTLs follow the transaction's deadline (≤ 10 min; codes ≤ 60 s). ``take_*`` are
 atomic get-and-delete, so a ``state`` or code is consumed exactly once. Missing,
 consumed and expired entries all read as ``None`` — callers answer ``invalid_grant``
-or show the "please start again" page without learning which.
+or show the "please start again" page without learning which. So do entries that cannot
+be read: a key no entry can have (empty, over-long), an entry that does not authenticate
+(sealed under a key this broker no longer holds) or one in another release's format (a
+login in flight across an upgrade, see :data:`.transaction.FORMAT_VERSIONS`); those are
+logged as a warning, without the key.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import TypeVar
+
+from .errors import CorruptTransaction, SealError
+from .sealing import MAX_KEY_LENGTH
 from .store import TransientStore
-from .transaction import (
-    CodeIssued,
-    LiveTransaction,
-    Started,
-    UpstreamPending,
-    decode,
-    encode,
-)
+from .transaction import CodeIssued, LiveTransaction, Started, UpstreamPending, decode, encode
 
 __all__ = ["PURPOSE_CODE", "PURPOSE_STARTED", "PURPOSE_UPSTREAM", "LoginStore"]
 
@@ -35,9 +37,13 @@ PURPOSE_STARTED = "login.started"
 PURPOSE_UPSTREAM = "login.upstream"
 PURPOSE_CODE = "login.code"
 
+log = logging.getLogger("healthid_broker.login")
+
+_T = TypeVar("_T", Started, UpstreamPending, CodeIssued)
+
 
 class LoginStore:
-    """Saves, loads and takes typed login transactions by state."""
+    """Saves and takes typed login transactions by state."""
 
     def __init__(self, store: TransientStore) -> None:
         self._store = store
@@ -49,30 +55,33 @@ class LoginStore:
         await self._store.put(purpose, key, encode(txn), ttl)
         return True
 
+    async def _take(self, purpose: str, key: str, cls: type[_T], now: float) -> _T | None:
+        if not key or len(key) > MAX_KEY_LENGTH:
+            return None  # no entry is stored under such a key
+        try:
+            raw = await self._store.take(purpose, key)
+            txn = None if raw is None else decode(raw, cls)
+        except (SealError, CorruptTransaction) as exc:
+            log.warning("a stored login (%s) could not be read and counts as expired: %s",
+                        purpose, exc)
+            return None
+        return txn if txn is not None and now < txn.deadline else None
+
     # STARTED ---------------------------------------------------------------------------
     async def put_started(self, txn: Started, *, now: float) -> bool:
         """Save under ``txn.txn_id``; ``False`` (nothing saved) when already expired."""
         return await self._put(PURPOSE_STARTED, txn.txn_id, txn, now)
 
-    async def get_started(self, txn_id: str, *, now: float) -> Started | None:
-        raw = await self._store.get(PURPOSE_STARTED, txn_id)
-        txn = None if raw is None else decode(raw, Started)
-        return txn if txn is not None and now < txn.deadline else None
-
     async def take_started(self, txn_id: str, *, now: float) -> Started | None:
-        raw = await self._store.take(PURPOSE_STARTED, txn_id)
-        txn = None if raw is None else decode(raw, Started)
-        return txn if txn is not None and now < txn.deadline else None
+        return await self._take(PURPOSE_STARTED, txn_id, Started, now)
 
     # UPSTREAM_PENDING ------------------------------------------------------------------
-    async def put_pending(self, txn: UpstreamPending, *, now: float) -> bool:
+    async def put_pending(self, state: str, txn: UpstreamPending, *, now: float) -> bool:
         """Save under the broker's upstream ``state`` (what the IdP's redirect returns)."""
-        return await self._put(PURPOSE_UPSTREAM, txn.upstream_state, txn, now)
+        return await self._put(PURPOSE_UPSTREAM, state, txn, now)
 
-    async def take_pending(self, upstream_state: str, *, now: float) -> UpstreamPending | None:
-        raw = await self._store.take(PURPOSE_UPSTREAM, upstream_state)
-        txn = None if raw is None else decode(raw, UpstreamPending)
-        return txn if txn is not None and now < txn.deadline else None
+    async def take_pending(self, state: str, *, now: float) -> UpstreamPending | None:
+        return await self._take(PURPOSE_UPSTREAM, state, UpstreamPending, now)
 
     # CODE_ISSUED -----------------------------------------------------------------------
     async def put_code(self, code: str, txn: CodeIssued, *, now: float) -> bool:
@@ -80,10 +89,4 @@ class LoginStore:
         return await self._put(PURPOSE_CODE, code, txn, now)
 
     async def take_code(self, code: str, *, now: float) -> CodeIssued | None:
-        raw = await self._store.take(PURPOSE_CODE, code)
-        txn = None if raw is None else decode(raw, CodeIssued)
-        return txn if txn is not None and now < txn.deadline else None
-
-    async def discard(self, purpose: str, key: str) -> None:
-        """Drop an entry (e.g. after FAILED) so nothing is kept."""
-        await self._store.delete(purpose, key)
+        return await self._take(PURPOSE_CODE, code, CodeIssued, now)

@@ -1,4 +1,4 @@
-"""AES-256-GCM sealing of transient-store entries (TOMS T-02) and keyed store-key hashing.
+"""AES-256-GCM sealing of transient-store entries (T-02, docs/toms.md) and keyed store-key hashing.
 
 Wire format of a sealed entry (all binary)::
 
@@ -34,12 +34,14 @@ from ..crypto.jose import b64u_encode
 from ..crypto.mac import HmacSha256
 from .errors import SealError
 
-__all__ = ["PURPOSE_RE", "Sealer", "store_fields"]
+__all__ = ["MAX_KEY_LENGTH", "PURPOSE_RE", "Sealer", "store_fields"]
 
 _VERSION = b"hidb-seal-v1"
 _NONCE_LEN = 12
 _TAG_LEN = 16
 _KEY_LEN = 32  # AES-256
+MAX_KEY_LENGTH = 512
+"""Longest store key (characters); codes, states and transaction ids are far shorter."""
 PURPOSE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}\Z")
 OVERHEAD = 1 + _NONCE_LEN + _TAG_LEN
 
@@ -65,8 +67,9 @@ def _purpose_field(purpose: str) -> bytes:
 
 
 def _key_field(key: str) -> bytes:
-    if not isinstance(key, str) or not key or len(key) > 512:
-        raise SealError("store key must be a non-empty string of at most 512 characters")
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        raise SealError(
+            f"store key must be a non-empty string of at most {MAX_KEY_LENGTH} characters")
     return _lp(key.encode("utf-8"))
 
 

@@ -1,4 +1,4 @@
-"""The login transaction as an explicit state machine (DESIGN.md "The login transaction").
+"""The login transaction as an explicit state machine (docs/login-flow.md).
 
 State values are stable strings — they are written into sealed store entries and
 must not change between releases::
@@ -13,8 +13,8 @@ must not change between releases::
                   | send_upstream: PAR done, user sent to the IdP
                   v
           +------------------+
-          | UPSTREAM_PENDING |   keyed by the broker's own `state` toward the IdP
-          | "upstream_pending"|
+          | UPSTREAM_PENDING |   keyed by the broker's own `state` toward the IdP;
+          | "upstream_pending"|  holds the upstream room's opaque pending value
           +------------------+
                   | issue_code: IdP ID token validated, claims minimised
                   v
@@ -28,34 +28,40 @@ must not change between releases::
           |   REDEEMED    |  terminal
           +---------------+
 
-    from every non-terminal state:  fail   --> FAILED  ("failed",  terminal)
-                                    expire --> EXPIRED ("expired", terminal)
+    from every non-terminal state:  fail --> FAILED  ("failed", terminal)
 
 Terminal states keep nothing: they are returned as a :class:`Finished` outcome (for the
 usage/audit event — no personal data) and never written to the store (T-01, A_23050).
+A login that is abandoned simply runs out: its store entry's TTL is its deadline, and an
+entry past its deadline reads as absent (:mod:`.login_store`), so there is no "expired"
+event for the service to run.
 
 Every transition is a function that checks the current state at run time and raises
 :class:`IllegalTransition` otherwise; transitions of a live transaction past its
 deadline (≤ 10 minutes after start) raise :class:`TransactionExpired`.
 
 Serialisation (:func:`encode` / :func:`decode`) is compact JSON with short member
-names and a format version, so an in-flight login stays well under 2 KiB.
+names and a format version per state (:data:`FORMAT_VERSIONS`), so an in-flight login
+stays well under 2 KiB and an entry written by an earlier release is either read exactly
+or refused as :class:`CorruptTransaction` — never misread.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from .. import fastjson
 from .errors import CorruptTransaction, IllegalTransition, TransactionExpired
 
 __all__ = [
     "CODE_LIFETIME",
-    "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
     "MAX_LIFETIME",
     "TRANSITIONS",
     "AppRequest",
@@ -69,7 +75,6 @@ __all__ = [
     "choose_idp",
     "decode",
     "encode",
-    "expire",
     "fail",
     "issue_code",
     "redeem",
@@ -81,7 +86,6 @@ MAX_LIFETIME = 600.0
 """A whole login, app authorize → code redemption, lives at most 10 minutes (T-01)."""
 CODE_LIFETIME = 60.0
 """The broker's authorization code for the app lives at most 60 s (RFC 6749 §4.1.2)."""
-FORMAT_VERSION = 1
 
 
 class LoginState(StrEnum):
@@ -90,28 +94,21 @@ class LoginState(StrEnum):
     CODE_ISSUED = "code_issued"
     REDEEMED = "redeemed"
     FAILED = "failed"
-    EXPIRED = "expired"
 
     @property
     def terminal(self) -> bool:
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset({LoginState.REDEEMED, LoginState.FAILED, LoginState.EXPIRED})
+_TERMINAL = frozenset({LoginState.REDEEMED, LoginState.FAILED})
 
 TRANSITIONS: Mapping[LoginState, frozenset[LoginState]] = {
     LoginState.STARTED: frozenset(
-        {LoginState.STARTED, LoginState.UPSTREAM_PENDING, LoginState.FAILED, LoginState.EXPIRED}
-    ),
-    LoginState.UPSTREAM_PENDING: frozenset(
-        {LoginState.CODE_ISSUED, LoginState.FAILED, LoginState.EXPIRED}
-    ),
-    LoginState.CODE_ISSUED: frozenset(
-        {LoginState.REDEEMED, LoginState.FAILED, LoginState.EXPIRED}
-    ),
+        {LoginState.STARTED, LoginState.UPSTREAM_PENDING, LoginState.FAILED}),
+    LoginState.UPSTREAM_PENDING: frozenset({LoginState.CODE_ISSUED, LoginState.FAILED}),
+    LoginState.CODE_ISSUED: frozenset({LoginState.REDEEMED, LoginState.FAILED}),
     LoginState.REDEEMED: frozenset(),
     LoginState.FAILED: frozenset(),
-    LoginState.EXPIRED: frozenset(),
 }
 
 
@@ -123,7 +120,8 @@ def check_transition(src: LoginState, dst: LoginState) -> None:
 
 def _k(short: str, kind: str, default: Any = dataclasses.MISSING, *, secret: bool = False) -> Any:
     # ``secret``: hidden from repr, so a transaction in a traceback or log line never
-    # shows claims, the pairwise subject, nonces, states or the PKCE verifier (GS-A_3813).
+    # shows claims, the pairwise subject, nonces, states or the upstream's pending value
+    # (GS-A_3813).
     return field(default=default, repr=not secret, metadata={"k": short, "t": kind})
 
 
@@ -145,7 +143,6 @@ class AppRequest:
     code_challenge: str | None = _k("cc", "ostr", secret=True)
     code_challenge_method: str | None = _k("cm", "ostr")
     acr_values: tuple[str, ...] = _k("acr", "strs", ())
-    claims: tuple[str, ...] = _k("cl", "strs", ())  # names asked for via the OIDC `claims` param
 
 
 @dataclass(frozen=True)
@@ -163,17 +160,19 @@ class Started:
 
 @dataclass(frozen=True)
 class UpstreamPending:
-    """UPSTREAM_PENDING: PAR done; the broker's own state/nonce/PKCE toward the IdP."""
+    """UPSTREAM_PENDING: PAR done, the person is at the IdP.
+
+    ``upstream`` is the upstream room's pending value (its own nonce, PKCE verifier, …),
+    opaque here: kept as it came and handed back unchanged. The broker's ``state`` toward
+    the IdP is not a member: it is the store key that finds this transaction.
+    """
 
     txn_id: str = _k("id", "str")
     created_at: float = _k("t0", "num")
     deadline: float = _k("dl", "num")
     app: AppRequest = _k("app", "app")  # noqa: RUF009 - field() with metadata
     idp: str = _k("idp", "str")
-    upstream_state: str = _k("us", "str", secret=True)
-    upstream_nonce: str = _k("un", "str", secret=True)
-    upstream_code_verifier: str = _k("uv", "str", secret=True)
-    upstream_redirect_uri: str = _k("ur", "str")
+    upstream: bytes = _k("up", "bytes", secret=True)
 
     state = LoginState.UPSTREAM_PENDING
 
@@ -216,6 +215,15 @@ class Finished:
 
 
 LiveTransaction = Started | UpstreamPending | CodeIssued
+
+FORMAT_VERSIONS: Mapping[type[Started] | type[UpstreamPending] | type[CodeIssued], int] = {
+    Started: 1,
+    UpstreamPending: 2,  # 1 held the upstream state, nonce, verifier and redirect URI apart
+    CodeIssued: 1,
+}
+"""The format version of each state's stored entry. A change of a state's members bumps
+its version; an entry of another version is refused (:class:`CorruptTransaction`), which
+the provider answers with its "please start again" page."""
 _T = TypeVar("_T", Started, UpstreamPending, CodeIssued)
 
 
@@ -262,35 +270,20 @@ def choose_idp(txn: Started, idp: str, *, now: float) -> Started:
     return dataclasses.replace(t, idp=idp)
 
 
-def send_upstream(
-    txn: Started,
-    *,
-    upstream_state: str,
-    upstream_nonce: str,
-    upstream_code_verifier: str,
-    upstream_redirect_uri: str,
-    now: float,
-    idp: str | None = None,
-) -> UpstreamPending:
-    """STARTED → UPSTREAM_PENDING: PAR accepted, the user is sent to the IdP.
+def send_upstream(txn: Started, *, upstream: bytes, now: float) -> UpstreamPending:
+    """STARTED → UPSTREAM_PENDING: PAR accepted, the user is sent to the chosen IdP.
 
-    The broker's ``state``/``nonce``/PKCE toward the IdP are its own, never the app's
-    (PROFILE.md "The login, step by step" 2).
+    ``upstream`` is the upstream room's pending value for this login. The broker's
+    ``state``/``nonce``/PKCE toward the IdP inside it are the upstream room's own, never
+    the app's: the app's values are never passed to it (docs/upstream.md, PAR).
     """
     t = _require(txn, Started, LoginState.UPSTREAM_PENDING)
     _alive(t, now)
-    chosen = idp or t.idp
-    if not chosen:
+    if not t.idp:
         raise IllegalTransition("no IdP was chosen for this login")
-    if not (upstream_state and upstream_nonce and upstream_code_verifier):
-        raise IllegalTransition("upstream state, nonce and PKCE verifier are required")
-    app = t.app
-    if upstream_state == app.state or (app.nonce is not None and upstream_nonce == app.nonce):
-        raise IllegalTransition("the broker must not reuse the app's state or nonce upstream")
-    return UpstreamPending(
-        t.txn_id, t.created_at, t.deadline, app, chosen, upstream_state, upstream_nonce,
-        upstream_code_verifier, upstream_redirect_uri,
-    )
+    if not upstream:
+        raise IllegalTransition("the upstream's pending value is required")
+    return UpstreamPending(t.txn_id, t.created_at, t.deadline, t.app, t.idp, upstream)
 
 
 def issue_code(
@@ -302,7 +295,6 @@ def issue_code(
     amr: Sequence[str],
     auth_time: int | None,
     now: float,
-    scopes: Sequence[str] | None = None,
     code_lifetime: float = CODE_LIFETIME,
 ) -> CodeIssued:
     """UPSTREAM_PENDING → CODE_ISSUED: the IdP's ID token was validated and minimised.
@@ -327,7 +319,7 @@ def issue_code(
         nonce=app.nonce,
         code_challenge=app.code_challenge,
         code_challenge_method=app.code_challenge_method,
-        scopes=tuple(app.scopes if scopes is None else scopes),
+        scopes=app.scopes,
         idp=t.idp,
         subject=subject,
         claims=dict(claims),
@@ -345,23 +337,13 @@ def redeem(txn: CodeIssued, *, now: float) -> Finished:
 
 
 def fail(txn: LiveTransaction, reason: str) -> Finished:
-    """any live state → FAILED. ``reason`` is an OAuth error code, never personal data."""
+    """any live state → FAILED: the IdP could not be reached, its answer or the app's
+    token request was refused. ``reason`` is an OAuth error code, never personal data."""
     src = getattr(txn, "state", None)
     if not isinstance(src, LoginState):
         raise IllegalTransition(f"not a login transaction: {type(txn).__name__}")
     check_transition(src, LoginState.FAILED)
     return Finished(txn.txn_id, LoginState.FAILED, reason)
-
-
-def expire(txn: LiveTransaction, *, now: float) -> Finished:
-    """any live state → EXPIRED, allowed only once the deadline has passed."""
-    src = getattr(txn, "state", None)
-    if not isinstance(src, LoginState):
-        raise IllegalTransition(f"not a login transaction: {type(txn).__name__}")
-    check_transition(src, LoginState.EXPIRED)
-    if now < txn.deadline:
-        raise IllegalTransition("the login has not reached its deadline yet")
-    return Finished(txn.txn_id, LoginState.EXPIRED, "expired")
 
 
 # --------------------------------------------------------------------------- encoding
@@ -374,6 +356,8 @@ def _enc_value(kind: str, value: Any) -> Any:
         return list(value)
     if kind == "obj":
         return dict(value)
+    if kind == "bytes":
+        return base64.urlsafe_b64encode(value).decode("ascii")
     return value
 
 
@@ -416,11 +400,22 @@ def _dec_value(kind: str, value: Any, name: str) -> Any:
         ok = isinstance(value, dict)
     elif kind == "app":
         return _from_obj(AppRequest, value)
+    elif kind == "bytes":
+        if not isinstance(value, str):
+            _wrong_type(name)
+        try:
+            return base64.b64decode(value, altchars=b"-_", validate=True)
+        except (ValueError, binascii.Error):
+            raise CorruptTransaction(f"stored login member {name!r} is not base64url") from None
     else:  # a programming error in the field table
         raise AssertionError(kind)
     if not ok:
-        raise CorruptTransaction(f"stored login member {name!r} has the wrong type")
+        _wrong_type(name)
     return value
+
+
+def _wrong_type(name: str) -> NoReturn:
+    raise CorruptTransaction(f"stored login member {name!r} has the wrong type")
 
 
 _D = TypeVar("_D")
@@ -447,9 +442,9 @@ def _from_obj(cls: type[_D], data: Any) -> _D:
 
 
 def encode(txn: LiveTransaction) -> bytes:
-    """Compact JSON: ``{"v":1,"s":<state>, …short members…}``."""
+    """Compact JSON: ``{"v":<format version>,"s":<state>, …short members…}``."""
     body = _to_obj(txn)
-    body["v"] = FORMAT_VERSION
+    body["v"] = FORMAT_VERSIONS[type(txn)]
     body["s"] = txn.state.value
     return fastjson.dumps(body)
 
@@ -469,12 +464,17 @@ def decode(data: bytes, expected: type[_T]) -> _T:
         raise CorruptTransaction("stored login is not JSON") from None
     if not isinstance(obj, dict):
         raise CorruptTransaction("stored login is not a JSON object")
-    if obj.pop("v", None) != FORMAT_VERSION:
-        raise CorruptTransaction("stored login has an unknown format version")
+    version = obj.pop("v", None)
     state = obj.pop("s", None)
     cls = _BY_STATE.get(state) if isinstance(state, str) else None
     if cls is not expected:
         raise CorruptTransaction(
             f"stored login is in state {state!r}, expected {expected.state.value!r}"
+        )
+    if version != FORMAT_VERSIONS[expected]:
+        raise CorruptTransaction(
+            f"stored login ({expected.state.value}) has the format version {version!r}, "
+            f"this release reads {FORMAT_VERSIONS[expected]}: it was written by another "
+            "release while the login was in flight"
         )
     return _from_obj(expected, obj)

@@ -1,6 +1,7 @@
-"""Scopes → claims of the TI profile and claim minimisation (TOMS T-07).
+"""Scopes → claims of the TI profile and claim minimisation (T-07, docs/toms.md).
 
-The mapping is PROFILE.md "Scopes → claims" (gematik's ``urn:telematik:*`` scopes).
+The mapping is the TI profile's scopes → claims table (docs/ti-profile.md; gematik's
+``urn:telematik:*`` scopes).
 :func:`minimise_claims` is the only way IdP claims reach an application: a claim passes
 when its scope is both *allowed* for the application (its configured allow-list) and
 *requested* in this authorization request. Everything else — including every protocol

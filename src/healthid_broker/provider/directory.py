@@ -1,28 +1,25 @@
 """What the provider and the upstream side need to know about applications and clients.
 
-Immutable views, built by the web layer from the tenancy service and cached briefly; the
-protocol code never touches the database.
+Immutable views, built by the composition root's directory (``runtime/directory.py``) from
+the tenancy service and cached briefly; the protocol code never touches the database. The
+provider reads them through :class:`.interfaces.AppDirectory`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ..crypto.jose import JWK
 from ..upstream.entity_configuration import RpEntity
 from ..upstream.flow import RelyingParty
-
-AUTH_SECRET_BASIC = "client_secret_basic"  # noqa: S105 - a method name
-AUTH_PRIVATE_KEY_JWT = "private_key_jwt"
-AUTH_NONE = "none"
+from .client_auth import ClientAuthMethod
 
 
 @dataclass(frozen=True)
 class ClientConfig:
     client_id: str
-    auth_method: str
+    auth_method: str  # a ClientAuthMethod value
     redirect_uris: frozenset[str]
     allowed_scopes: frozenset[str]
     jwks: tuple[JWK, ...] = ()
@@ -30,7 +27,7 @@ class ClientConfig:
 
     @property
     def public(self) -> bool:
-        return self.auth_method == AUTH_NONE
+        return self.auth_method == ClientAuthMethod.NONE
 
     @property
     def encryption_key(self) -> JWK | None:
@@ -63,6 +60,3 @@ class AppConfig:
     verify_secret: Callable[[str, str], bool] = field(
         default=lambda _c, _s: False, repr=False, compare=False)
 
-
-class AppDirectory(Protocol):
-    async def get(self, short_key: str) -> AppConfig | None: ...

@@ -4,7 +4,7 @@
   "_" / "~"``.
 * §4.2: ``S256``: ``code_challenge = BASE64URL(SHA256(ASCII(code_verifier)))`` — always
   43 characters. ``plain`` is refused (§7.2 allows refusing it; the TI profile requires
-  S256, PROFILE.md and gematik's IdP approval tests).
+  S256, docs/ti-profile.md and gematik's IdP approval tests).
 * §4.6: the server compares in constant time here (``hmac.compare_digest``).
 """
 

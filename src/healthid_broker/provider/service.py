@@ -4,15 +4,20 @@ Framework-free: the web layer turns HTTP into calls of :class:`ProviderService` 
 outcomes back into HTTP. Flow (see docs/login-flow.md)::
 
     app ──/authorize──▶ validate client, redirect_uri, scope, PKCE ──▶ STARTED
-        ├─ idp_hint ──────────────────────────────┐
-        └─ hosted chooser (/authorize/choose) ────┤
-                                                  ▼
-                          PAR over mTLS ──▶ UPSTREAM_PENDING ──▶ browser to the IdP
-    IdP ──/callback──▶ token over mTLS, ID token validated, claims minimised ──▶ CODE_ISSUED
+        ├─ idp_hint: STARTED with the IdP ───────────────┐
+        └─ hosted chooser (/authorize/choose): choose_idp ┤
+                                                         ▼
+                 PAR over mTLS ──▶ UPSTREAM_PENDING (the upstream's opaque pending value,
+                                   keyed by its state) ──▶ browser to the IdP
+    IdP ──/callback──▶ iss (RFC 9207), token over mTLS, ID token validated, claims
+                       minimised ──▶ CODE_ISSUED
     app ──/token────▶ client authenticated, code taken (once), PKCE ──▶ ID token (REDEEMED)
 
+    a live login that goes wrong after it was taken from the store ──fail──▶ FAILED
+
 Errors toward apps follow RFC 6749 §4.1.2.1 / §5.2 and OIDC Core §3.1.2.6; people see a
-friendly page. Neither carries personal data.
+friendly page. Neither carries personal data. The collaborators are the Protocols of
+:mod:`.interfaces`.
 """
 
 from __future__ import annotations
@@ -27,19 +32,17 @@ from urllib.parse import urlsplit
 
 from ..http.forms import urlencode
 from ..login import transaction as tx
-from ..login.errors import LoginError
-from ..login.login_store import LoginStore
+from ..login.errors import IllegalTransition, LoginError, TransactionExpired
 from ..login.store import TransientStore
 from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
-from ..upstream.errors import UpstreamError
-from ..upstream.flow import Upstream
+from ..upstream.errors import IdpDeclined, IssuerMismatch, UpstreamError, sanitize
 from ..upstream.idp_list import IdpEntry
-from ..upstream.par import AuthSecrets
 from . import pkce
 from .claims import check_requested_scopes, minimise_claims, parse_scope
 from .client_auth import ClientAuthMethod, RegisteredClient, authenticate_client
 from .directory import AppConfig, ClientConfig
 from .errors import OAuthError
+from .interfaces import AppDirectory, ClientAuthentication, LoginTransactions, UpstreamLogin
 from .tokens import build_id_token, new_access_token, new_authorization_code, pairwise_subject
 
 log = logging.getLogger("healthid_broker.provider")
@@ -134,10 +137,10 @@ def effective_acr(app: AppConfig, requested: tuple[str, ...]) -> str:
 class ProviderService:
     def __init__(
         self,
-        directory: Any,
-        store: LoginStore,
-        upstream: Upstream,
-        client_auth: ClientAuthenticator,
+        directory: AppDirectory,
+        store: LoginTransactions,
+        upstream: UpstreamLogin,
+        client_auth: ClientAuthentication,
         *,
         clock: Callable[[], float] = time.time,
         token_endpoint: Callable[[AppConfig], str],
@@ -151,11 +154,18 @@ class ProviderService:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _app(self, short_key: str) -> AppConfig | None:
-        app: AppConfig | None = await self.directory.get(short_key)
+    async def application(self, short_key: str) -> AppConfig | None:
+        """The active application with this short key, or ``None``."""
+        app = await self.directory.get(short_key)
         if app is None or not app.active:
             return None
         return app
+
+    @staticmethod
+    def _finished(outcome: tx.Finished) -> None:
+        """A login reached a terminal state (no personal data: id, state, OAuth code)."""
+        log.info("login %s %s%s", outcome.txn_id, outcome.state.value,
+                 f" ({outcome.reason})" if outcome.reason else "")
 
     def _to_app(self, redirect_uri: str, app: AppConfig, params: dict[str, str]) -> Redirect:
         params = dict(params)
@@ -173,7 +183,7 @@ class ProviderService:
     ) -> Outcome:
         """OIDC Core §3.1.2.1/§3.1.2.2. Errors before the client and its redirect URI are
         validated are shown to the person, never redirected (RFC 6749 §4.1.2.1)."""
-        app = await self._app(short_key)
+        app = await self.application(short_key)
         if app is None:
             return ErrorPage("invalid_client", 404)
         client_id = params.get("client_id", "")
@@ -240,11 +250,11 @@ class ProviderService:
             acr_values=tuple(a for a in acr_values if a in _ACR_RANK),
         )
         now = self.clock()
-        started = tx.start(request, txn_id=secrets.token_urlsafe(24), now=now)
-        lang = params.get("ui_locales", "").split(" ")[0][:2] or None
-        hint = params.get("idp_hint")
+        hint = params.get("idp_hint") or None
+        started = tx.start(request, txn_id=secrets.token_urlsafe(24), now=now, idp=hint)
         if hint:
-            return await self._go_upstream(app, started, hint, lang)
+            return await self._go_upstream(app, started)
+        lang = params.get("ui_locales", "").split(" ")[0][:2] or None
         try:
             idps = await self.upstream.idps()
         except UpstreamError as exc:
@@ -254,42 +264,53 @@ class ProviderService:
         return ShowChooser(app, started.txn_id, idps, lang)
 
     async def choose(self, short_key: str, txn_id: str, idp: str, lang: str | None) -> Outcome:
-        app = await self._app(short_key)
+        """The hosted chooser's answer. ``lang`` is the chooser's language; the pages that
+        follow are the IdP's."""
+        app = await self.application(short_key)
         if app is None:
             return ErrorPage("invalid_client", 404)
-        started = await self.store.take_started(txn_id, now=self.clock())
+        now = self.clock()
+        started = await self.store.take_started(txn_id, now=now)
         if started is None or started.app.application != app.issuer:
             return ErrorPage("login_expired", 400)
-        return await self._go_upstream(app, started, idp, lang)
+        try:
+            chosen = tx.choose_idp(started, idp, now=now)
+        except TransactionExpired:
+            return ErrorPage("login_expired", 400)
+        except IllegalTransition:  # no IdP chosen
+            return ErrorPage("invalid_request", 400)
+        return await self._go_upstream(app, chosen)
 
     def _back_to_app(self, app: AppConfig, req: tx.AppRequest, error: str, desc: str) -> str:
         err = OAuthError(error, desc, redirectable=True)
         return self._error_to_app(app, req.redirect_uri, err, req.state).url
 
-    async def _go_upstream(self, app: AppConfig, started: tx.Started, idp: str,
-                           lang: str | None) -> Outcome:
+    async def _go_upstream(self, app: AppConfig, started: tx.Started) -> Outcome:
+        """PAR toward the IdP chosen in ``started``; the login waits in UPSTREAM_PENDING."""
         req = started.app
+        idp = started.idp or ""
         acr = effective_acr(app, req.acr_values)
         try:
             up = await self.upstream.start(app.rp, idp, scope=" ".join(req.scopes), acr=acr)
         except UpstreamError as exc:
-            log.warning("upstream start failed for %s: %s", idp[:200], exc)
+            log.warning("upstream start failed for %s: %s", sanitize(idp, 200), exc)
+            self._finished(tx.fail(started, "temporarily_unavailable"))
             back = self._back_to_app(app, req, "temporarily_unavailable",
                                      "the identity provider cannot be reached")
             return ErrorPage("idp_unavailable", 502, back_url=back)
         now = self.clock()
-        pending = tx.send_upstream(
-            started, upstream_state=up.secrets.state, upstream_nonce=up.secrets.nonce,
-            upstream_code_verifier=up.secrets.code_verifier,
-            upstream_redirect_uri=app.rp.redirect_uri, now=now, idp=idp)
-        await self.store.put_pending(pending, now=now)
+        try:
+            pending = tx.send_upstream(started, upstream=up.pending, now=now)
+        except TransactionExpired:
+            return ErrorPage("login_expired", 400)
+        await self.store.put_pending(up.state, pending, now=now)
         return Redirect(up.redirect_url)
 
     # ------------------------------------------------------------------ callback
 
     async def callback(self, short_key: str, params: Mapping[str, str]) -> Outcome:
         """The IdP's redirect back (step 3 → 4). ``state`` is single-use."""
-        app = await self._app(short_key)
+        app = await self.application(short_key)
         if app is None:
             return ErrorPage("invalid_client", 404)
         state = params.get("state", "")
@@ -297,24 +318,31 @@ class ProviderService:
         if pending is None or pending.app.application != app.issuer:
             return ErrorPage("login_expired", 400)
         req = pending.app
-        if "error" in params or "code" not in params:
-            idp_error = params.get("error", "")
-            code = "access_denied" if idp_error in ("access_denied", "") else "server_error"
-            log.info("IdP returned error %s", idp_error[:64])
+        client = app.clients.get(req.client_id)
+        if client is None or not client.active:
+            self._finished(tx.fail(pending, "invalid_client"))
+            return ErrorPage("invalid_client", 400)
+        try:
+            validated = await self.upstream.finish(
+                app.rp, pending.upstream, params,
+                required_acr=effective_acr(app, req.acr_values))
+        except IssuerMismatch as exc:
+            # RFC 9207: possibly another IdP's answer (mix-up); its code was not redeemed.
+            log.warning("IdP answer refused for %s: %s", sanitize(pending.idp, 200), exc)
+            self._finished(tx.fail(pending, "access_denied"))
+            back = self._back_to_app(app, req, "access_denied",
+                                     "the identity provider's answer was not acceptable")
+            return ErrorPage("idp_mismatch", 400, back_url=back)
+        except IdpDeclined as exc:
+            code = "access_denied" if exc.oauth_error in (None, "access_denied") else "server_error"
+            log.info("IdP %s declined the login: %s", sanitize(pending.idp, 200), exc)
+            self._finished(tx.fail(pending, code))
             return self._to_app(req.redirect_uri, app, OAuthError(
                 code, "the identity provider did not complete the login",
                 redirectable=True).redirect_params(req.state))
-        client = app.clients.get(req.client_id)
-        if client is None or not client.active:
-            return ErrorPage("invalid_client", 400)
-        secrets_ = AuthSecrets(pending.upstream_state, pending.upstream_nonce,
-                               pending.upstream_code_verifier)
-        try:
-            validated = await self.upstream.finish(
-                app.rp, pending.idp, code=params["code"], secrets=secrets_,
-                required_acr=effective_acr(app, req.acr_values))
         except UpstreamError as exc:
-            log.warning("upstream login failed at %s: %s", pending.idp[:200], exc)
+            log.warning("upstream login failed at %s: %s", sanitize(pending.idp, 200), exc)
+            self._finished(tx.fail(pending, "access_denied"))
             return self._to_app(req.redirect_uri, app, OAuthError(
                 "access_denied", "the identity provider's answer was not acceptable",
                 redirectable=True).redirect_params(req.state))
@@ -346,7 +374,7 @@ class ProviderService:
 
     async def _token(self, short_key: str, form_items: Sequence[tuple[str, str]],
                      authorization: Sequence[str]) -> TokenAnswer:
-        app = await self._app(short_key)
+        app = await self.application(short_key)
         if app is None:
             raise OAuthError.invalid_client("unknown application")
         form: dict[str, str] = {}
@@ -367,6 +395,16 @@ class ProviderService:
         issued = await self.store.take_code(code, now=now)  # atomic: a code works once
         if issued is None or issued.application != app.issuer:
             raise OAuthError.invalid_grant("the code is invalid, expired or already used")
+        try:
+            answer = self._redeem(app, client, issued, form, now)
+        except OAuthError as err:  # the code is spent: this login is over (RFC 6749 §4.1.2)
+            self._finished(tx.fail(issued, err.error))
+            raise
+        self._finished(tx.redeem(issued, now=now))
+        return answer
+
+    def _redeem(self, app: AppConfig, client: ClientConfig, issued: tx.CodeIssued,
+                form: Mapping[str, str], now: float) -> TokenAnswer:
         if issued.client_id != client.client_id:
             raise OAuthError.invalid_grant("the code was issued to another client")
         if form.get("redirect_uri") != issued.redirect_uri:
@@ -382,6 +420,5 @@ class ProviderService:
             subject=issued.subject, now=now, claims=issued.claims, nonce=issued.nonce,
             auth_time=issued.auth_time, acr=issued.acr, amr=issued.amr,
             access_token=access.value, encryption_key=client.encryption_key)
-        tx.redeem(issued, now=now)
         return TokenAnswer(200, access.response(id_token),
                            {"Cache-Control": "no-store", "Pragma": "no-cache"})

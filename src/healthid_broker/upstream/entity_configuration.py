@@ -1,5 +1,5 @@
-"""The relying party's entity configuration — one per application (PROFILE.md "Relying party
-entity configuration").
+"""The relying party's entity configuration — one per application (the TI profile's
+relying-party entity configuration, docs/ti-profile.md).
 
 ``<entity_id>/.well-known/openid-federation``: ``iss == sub == entity_id``,
 ``exp - iat <= 86400`` (A_23034), ``authority_hints = [master]``, top-level ``jwks`` = the
@@ -84,6 +84,6 @@ def sign_entity_configuration(rp: RpEntity, *, now: int,
 
 
 def scope_string(scopes: Sequence[str]) -> str:
-    """ONE space-separated string that contains ``openid`` (PROFILE.md)."""
+    """ONE space-separated string that contains ``openid`` (docs/ti-profile.md)."""
     ordered = ["openid", *sorted(s for s in set(scopes) if s != "openid")]
     return " ".join(ordered)

@@ -12,8 +12,11 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "AuthorizationResponseError",
     "IdTokenError",
+    "IdpDeclined",
     "IdpListError",
+    "IssuerMismatch",
     "ParError",
     "SignedJwksError",
     "TokenError",
@@ -67,6 +70,22 @@ class SignedJwksError(UpstreamError):
 
 class ParError(UpstreamError):
     """The pushed authorization request (RFC 9126) failed or was answered wrongly."""
+
+
+class AuthorizationResponseError(UpstreamError):
+    """The IdP's authorization response (the browser's redirect back to the broker,
+    RFC 6749 §4.1.2) is unusable: no well-formed ``code``, or an unreadable pending login."""
+
+
+class IdpDeclined(AuthorizationResponseError):
+    """The IdP answered with an error response (RFC 6749 §4.1.2.1), e.g. the person
+    cancelled. ``oauth_error`` is its ``error`` code when well-formed."""
+
+
+class IssuerMismatch(AuthorizationResponseError):
+    """RFC 9207 §2.4: the response's ``iss`` is not the chosen IdP's issuer, or is missing
+    although the IdP announced ``authorization_response_iss_parameter_supported``. The
+    response may come from another IdP (mix-up attack); its ``code`` is never redeemed."""
 
 
 class TokenError(UpstreamError):

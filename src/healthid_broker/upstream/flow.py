@@ -1,6 +1,6 @@
 """The broker as relying party toward the sectoral IdPs: the whole upstream login.
 
-PROFILE.md "The login, step by step":
+The login, step by step (docs/upstream.md; the TI profile in docs/ti-profile.md):
 
 1. trust — the master's entity configuration verified with the *pinned* master key
    (A_23046); the IdP list verified with the master's keys; the chosen IdP's entity
@@ -10,10 +10,15 @@ PROFILE.md "The login, step by step":
 2. PAR over mutual TLS with the broker's own ``state``, ``nonce`` and PKCE (never the app's);
    one repeat on a 401 to the first PAR (A_23500).
 3. front channel redirect to the IdP's ``authorization_endpoint``.
-4. token request over mutual TLS.
+4. the IdP's authorization response: ``iss`` checked (RFC 9207), then the token request
+   over mutual TLS.
 5. ID token: JWE decrypted by ``kid``, inner JWS verified against the IdP's keys; on an
    unknown ``kid`` the IdP's entity configuration and signed JWKS are fetched again, once
    (A_22861), then every A_23049 check.
+
+Between steps 3 and 4 the login waits in the browser. :meth:`Upstream.start` returns what
+must be remembered as one opaque value (:mod:`.pending`); the caller stores it under the
+``state`` and gives it back to :meth:`Upstream.finish` unchanged.
 
 This module holds no personal data beyond the call that validates an ID token: it returns
 the validated claims to its caller and keeps nothing.
@@ -22,7 +27,7 @@ the validated claims to its caller and keeps nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,16 +35,17 @@ from ..crypto.jose import JWK
 from ..federation.errors import FederationError
 from ..federation.trust_chain import ChainResolver
 from ..http import ClientIdentity, HttpClient
-from .errors import UnknownSigningKey, UpstreamError, sanitize
+from .authorization_response import authorization_code
+from .errors import UnknownSigningKey, UpstreamError
 from .id_token import ValidatedIdToken, validate_id_token
 from .idp_list import IdpEntry, IdpList, fetch_idp_list
 from .par import (
-    AuthSecrets,
     ParRequest,
     authorization_redirect_url,
     new_auth_secrets,
     push_authorization_request,
 )
+from .pending import PendingLogin
 from .signed_jwks import fetch_signed_jwks
 from .token import redeem_code
 
@@ -73,13 +79,20 @@ class IdpInfo:
     signing_keys: tuple[JWK, ...]
     valid_until: float
     fetched_at: float
+    iss_parameter_supported: bool = False  # RFC 9207 §3: then every response must carry iss
 
 
 @dataclass(frozen=True)
 class UpstreamStart:
+    """Where to send the browser, and what to keep until the IdP sends it back.
+
+    ``state`` is the broker's own ``state`` toward the IdP: the IdP's redirect returns it,
+    so it is the key to store ``pending`` under. ``pending`` is opaque to the caller.
+    """
+
     redirect_url: str
-    secrets: AuthSecrets
-    idp: str
+    state: str = field(repr=False)
+    pending: bytes = field(repr=False)
 
 
 class Upstream:
@@ -166,6 +179,8 @@ class Upstream:
             signing_keys=tuple(jwks.signing_keys),
             valid_until=float(chain.exp),
             fetched_at=now,
+            iss_parameter_supported=meta.get("authorization_response_iss_parameter_supported")
+            is True,
         )
         self._idps[entity_id] = info
         return info
@@ -189,41 +204,47 @@ class Upstream:
         url = authorization_redirect_url(
             idp.authorization_endpoint, rp.entity_id, par.request_uri,
             allow_loopback_http=self.allow_loopback_http)
-        return UpstreamStart(url, secrets, idp_id)
+        pending = PendingLogin(idp=idp.entity_id, nonce=secrets.nonce,
+                               code_verifier=secrets.code_verifier, redirect_uri=rp.redirect_uri)
+        return UpstreamStart(url, secrets.state, pending.encode())
 
     async def finish(
-        self, rp: RelyingParty, idp_id: str, *, code: str, secrets: AuthSecrets,
+        self, rp: RelyingParty, pending: bytes, response: Mapping[str, str], *,
         required_acr: str,
     ) -> ValidatedIdToken:
-        """Steps 4–5: redeem the IdP's code over mTLS and validate its ID token."""
-        idp = await self.idp(idp_id)
+        """Steps 4–5 for the IdP's authorization ``response`` (the callback's query).
+
+        ``pending`` is :attr:`UpstreamStart.pending` of this login. Raises
+        :class:`~.errors.IssuerMismatch` (RFC 9207), :class:`~.errors.IdpDeclined` (an
+        error response) or another :class:`~.errors.UpstreamError`.
+        """
+        p = PendingLogin.decode(pending)
+        idp = await self.idp(p.idp)
+        code = authorization_code(response, issuer=idp.entity_id,
+                                  iss_required=idp.iss_parameter_supported)
         tokens = await redeem_code(
-            self.http, idp.token_endpoint, code=code, code_verifier=secrets.code_verifier,
-            client_id=rp.entity_id, redirect_uri=rp.redirect_uri, identity=rp.identity)
+            self.http, idp.token_endpoint, code=code, code_verifier=p.code_verifier,
+            client_id=rp.entity_id, redirect_uri=p.redirect_uri, identity=rp.identity)
         try:
-            return self._validate(rp, idp, tokens.id_token, secrets, required_acr)
+            return self._validate(rp, idp, tokens.id_token, p.nonce, required_acr)
         except UnknownSigningKey:
-            last = self._last_refetch.get(idp_id, 0.0)
+            last = self._last_refetch.get(p.idp, 0.0)
             now = self.clock()
             if now - last < REFETCH_MIN_INTERVAL:
                 raise
-            self._last_refetch[idp_id] = now
-            idp = await self.idp(idp_id, force=True)  # A_22861: re-fetch ES + signed JWKS once
-            return self._validate(rp, idp, tokens.id_token, secrets, required_acr)
+            self._last_refetch[p.idp] = now
+            idp = await self.idp(p.idp, force=True)  # A_22861: re-fetch ES + signed JWKS once
+            return self._validate(rp, idp, tokens.id_token, p.nonce, required_acr)
 
     def _validate(self, rp: RelyingParty, idp: IdpInfo, id_token: str,
-                  secrets: AuthSecrets, required_acr: str) -> ValidatedIdToken:
+                  nonce: str, required_acr: str) -> ValidatedIdToken:
         return validate_id_token(
             id_token,
             decryption_keys=rp.decryption_keys,
             signing_keys=idp.signing_keys,
             issuer=idp.entity_id,
             audience=rp.entity_id,
-            nonce=secrets.nonce,
+            nonce=nonce,
             required_acr=required_acr,
             now=self.clock(),
         )
-
-
-def sanitize_for_user(exc: Exception) -> str:
-    return sanitize(exc, 200)

@@ -256,7 +256,7 @@ class BrokerWeb:
     # ---------------------------------------------------------------- endpoints
 
     async def _app_or_404(self, request: Request) -> AppConfig | None:
-        app: AppConfig | None = await self.service._app(request.path_params["short_key"])
+        app: AppConfig | None = await self.service.application(request.path_params["short_key"])
         return app
 
     async def entity_configuration(self, request: Request) -> Answer:
