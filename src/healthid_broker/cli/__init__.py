@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 # Modules that register sub-commands. Each must be cheap to import and must not import
 # the sandbox at module level.

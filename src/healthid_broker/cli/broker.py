@@ -1,4 +1,4 @@
-"""``healthid-broker demo`` and ``healthid-broker serve``."""
+"""``healthid-broker demo``, ``init``, ``serve`` and ``sealing-keys``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object with URLs and client credentials once ready")
     p.set_defaults(func=_demo)
+    add_init(sub)
     add_serve(sub)
     sk = sub.add_parser("sealing-keys", help="manage the transient store's sealing keys")
     sk_sub = sk.add_subparsers(dest="sealing_action", required=True, metavar="ACTION")
@@ -44,10 +46,69 @@ def add_commands(sub: Any) -> None:
 
 
 def _rotate_sealing(args: argparse.Namespace) -> int:
+    from ..crypto.key_provider import KeyProviderError
     from ..login.sealing_keys import rotate
 
-    kid = rotate(args.data_dir)
+    try:
+        kid = rotate(args.data_dir)
+    except KeyProviderError as exc:
+        print(f"healthid-broker sealing-keys rotate: {exc}", file=sys.stderr)
+        return 1
     print(f"current sealing key is now {kid}; restart the broker processes one by one")
+    return 0
+
+
+def add_init(sub: Any) -> None:
+    p = sub.add_parser(
+        "init",
+        help="create the broker's secrets (and migrate the database) once, before the first start",
+        description="Creates the broker-held secrets in the data directory (key-encryption key, "
+        "pairwise-subject root, sealing keys; files readable by their owner only) unless they "
+        "exist, checks them, and with --database-url migrates the database. Existing secrets are "
+        "never changed, so running it again, or from several machines at once, is safe. A "
+        "shared deployment (Redis or PostgreSQL) needs it before its first `serve`.",
+    )
+    p.add_argument("--data-dir", type=Path, default=Path(_env_default("DATA_DIR") or "data"))
+    p.add_argument("--database-url", default=_env_default("DATABASE_URL"),
+                   help="also migrate this database to the newest schema")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_init)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from ..crypto.key_provider import KeyProviderError
+    from ..runtime.secrets import SECRET_FILES, init_secrets
+
+    try:
+        created = init_secrets(args.data_dir)
+    except (KeyProviderError, OSError) as exc:
+        print(f"healthid-broker init: {exc}", file=sys.stderr)
+        return 1
+    migrated = False
+    if args.database_url:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from ..storage.db import migrate
+
+        try:
+            migrate(args.database_url)
+        except SQLAlchemyError as exc:
+            print(f"healthid-broker init: cannot migrate the database: "
+                  f"{type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 1
+        migrated = True
+    if args.json:
+        print(json.dumps({"data_dir": str(args.data_dir), "created": created,
+                          "unchanged": [n for n in SECRET_FILES if n not in created],
+                          "database_migrated": migrated}))
+    else:
+        if created:
+            print(f"created {', '.join(created)} in {args.data_dir}")
+        kept = [n for n in SECRET_FILES if n not in created]
+        if kept:
+            print(f"{', '.join(kept)} already existed in {args.data_dir}: left unchanged")
+        if migrated:
+            print("database is at the newest schema")
     return 0
 
 
@@ -117,6 +178,10 @@ def add_serve(sub: Any) -> None:
                    help="base URL for pages people see (default: the public base)")
     p.add_argument("--data-dir", type=Path, default=Path(env("DATA_DIR") or "data"))
     p.add_argument("--database-url", default=env("DATABASE_URL"))
+    p.add_argument("--key-provider",
+                   default=os.environ.get("HEALTHID_BROKER_KEY_PROVIDER", "file"),
+                   help="where the broker's secrets come from: file (the data directory, made "
+                   "by `healthid-broker init`), env or env:KEK_VAR (environment variables)")
     p.add_argument("--redis-url", default=env("REDIS_URL"),
                    help="Redis for the transient login store (required with several processes)")
     p.add_argument("--redis-prefix", default=env("REDIS_PREFIX") or "hidb:",
@@ -143,8 +208,6 @@ def add_serve(sub: Any) -> None:
 
 
 def _env_default(name: str) -> str | None:
-    import os
-
     return os.environ.get(f"HEALTHID_{name}")
 
 
@@ -188,9 +251,10 @@ def serve_settings(args: argparse.Namespace) -> Any:
 
 
 async def _run_serve(args: argparse.Namespace) -> int:
-    from ..crypto.key_provider import LocalFileKeyProvider
+    from ..crypto.key_provider import KeyProviderError
     from ..runtime.compose import build_broker
     from ..runtime.rotation import rotation_loop
+    from ..runtime.secrets import is_shared_shape, load_secrets
     from ..storage.db import default_database_url, open_database
     from ..tenancy.service import TenancyService
     from ..web.server import settle_heap, start_server
@@ -202,9 +266,19 @@ async def _run_serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError, KeyError) as exc:
         print(f"healthid-broker serve: {exc}", file=sys.stderr)
         return 2
+    # Secrets before anything else: a shared deployment never makes them on start (a second
+    # set would split the deployment); `healthid-broker init` makes them once.
+    try:
+        secrets = load_secrets(
+            settings.data_dir, provider=args.key_provider,
+            create=args.key_provider == "file"
+            and not is_shared_shape(settings.database_url, settings.redis_url))
+    except KeyProviderError as exc:
+        print(f"healthid-broker serve: {exc}", file=sys.stderr)
+        return 2
     _engine, factory = open_database(settings.database_url
                                      or default_database_url(settings.data_dir))
-    tenancy = TenancyService(factory, LocalFileKeyProvider.in_data_dir(settings.data_dir))
+    tenancy = TenancyService(factory, secrets.kek)
     backend = None
     if settings.redis_url:
         from ..login.resp import RespClient
@@ -212,7 +286,7 @@ async def _run_serve(args: argparse.Namespace) -> int:
 
         redis_client = RespClient.from_url(settings.redis_url)
         backend = RedisBackend(redis_client, prefix=args.redis_prefix)
-    rt = build_broker(settings, tenancy, store_backend=backend)
+    rt = build_broker(settings, tenancy, store_backend=backend, secrets=secrets)
     if backend is not None:
         rt.closers.append(redis_client.aclose)
     ctx = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
