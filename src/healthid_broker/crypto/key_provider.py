@@ -173,15 +173,17 @@ def read_secret_file(path: str | os.PathLike[str]) -> bytes:
     """
     p = Path(path)
     try:
-        fd = os.open(p, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO in the secret's place must not hang the start
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise SecretMissingError(p) from None
     except OSError as exc:
         raise KeyProviderError(f"cannot open secret file {p}: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise KeyProviderError(f"secret file {p} is not a regular file")
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyProviderError(f"secret file {p} is not a regular file")
         if st.st_uid != os.geteuid():
             raise KeyProviderError(
                 f"secret file {p} is owned by uid {st.st_uid}, not by the broker's user "
