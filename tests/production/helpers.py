@@ -84,22 +84,32 @@ _AT_SIGNAL = (
 )
 
 
-def run_at_once(argvs: Sequence[Sequence[str]], signal_dir: Path, env: dict[str, str],
-                timeout: float = 120) -> list[subprocess.CompletedProcess[str]]:
-    """Start one CLI process per argv, let them all begin at the same moment, wait for all."""
+def start_at_once(argvs: Sequence[Sequence[str]], signal_dir: Path,
+                  env: dict[str, str]) -> list[subprocess.Popen[str]]:
+    """Start one CLI process per argv; they begin their command at the same moment (after
+    every one of them has imported the broker and is waiting for the signal)."""
     signal_dir.mkdir(parents=True, exist_ok=True)
     go = signal_dir / "go"
+    assert not go.exists()
     procs = [subprocess.Popen([sys.executable, "-c", _AT_SIGNAL, str(go), *argv], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for argv in argvs]
     deadline = time.time() + 60
     while len(list(signal_dir.glob("go.ready.*"))) < len(procs):
-        assert time.time() < deadline, "processes did not get ready"
-        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        if time.time() > deadline or any(p.poll() is not None for p in procs):
+            for p in procs:
+                p.kill()
+            raise AssertionError([p.communicate() for p in procs])
         time.sleep(0.01)
     go.touch()
+    return procs
+
+
+def run_at_once(argvs: Sequence[Sequence[str]], signal_dir: Path, env: dict[str, str],
+                timeout: float = 120) -> list[subprocess.CompletedProcess[str]]:
+    """:func:`start_at_once`, then wait for every process to finish."""
     results = []
-    for p, argv in zip(procs, argvs, strict=True):
+    for p, argv in zip(start_at_once(argvs, signal_dir, env), argvs, strict=True):
         out, err = p.communicate(timeout=timeout)
         results.append(subprocess.CompletedProcess(list(argv), p.returncode, out, err))
     return results
@@ -126,9 +136,10 @@ def register_with_sandbox(tmp_path: Path, registration: dict[str, Any],
     assert r.returncode == 0, r.stderr
 
 
-def serve_command(tmp_path: Path, common: Sequence[str], public_base: str, browser_base: str,
-                  port: int) -> list[str]:
-    return [*CLI, "serve", "--public-base", public_base, "--browser-base", browser_base,
+def serve_args(tmp_path: Path, common: Sequence[str], public_base: str, browser_base: str,
+               port: int) -> list[str]:
+    """The arguments of a `serve` process of the sandbox federation (after the program)."""
+    return ["serve", "--public-base", public_base, "--browser-base", browser_base,
             *common, "--federation", "sandbox", "--sandbox-info",
             str(tmp_path / "sandbox.json"), "--port", str(port),
             "--tls-cert", str(tmp_path / "tls.pem"), "--tls-key", str(tmp_path / "tls.key")]

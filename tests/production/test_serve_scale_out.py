@@ -20,13 +20,14 @@ from healthid_broker.crypto.jose import JWK, parse_jws, verify_jws
 from healthid_broker.crypto.keys import LocalCA
 
 from .helpers import (
+    CLI,
     base_env,
     cli_json,
     free_port,
     pkce_pair,
     processes,
     register_with_sandbox,
-    serve_command,
+    serve_args,
     start_sandbox,
     wait_json_line,
 )
@@ -71,7 +72,7 @@ def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, pg_url: st
                 "HEALTHID_REDIS_PREFIX": prefix}
         for port in (port_a, port_b):
             p = subprocess.Popen(
-                serve_command(tmp_path, common, public_base, browser_base, port),
+                [*CLI, *serve_args(tmp_path, common, public_base, browser_base, port)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=senv)
             procs.append(p)
             wait_json_line(p)
