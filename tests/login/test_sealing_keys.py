@@ -94,3 +94,6 @@ def test_cli_rotate_refuses_a_missing_file(tmp_path: Path,
     assert main(["sealing-keys", "rotate", "--data-dir", str(tmp_path)]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / FILE_NAME).exists()
+    assert main(["sealing-keys", "rotate", "--data-dir", str(tmp_path / "nowhere")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()

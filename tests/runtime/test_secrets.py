@@ -296,3 +296,30 @@ def test_init_cli_says_what_it_did(tmp_path: Path) -> None:
     bad = subprocess.run([*CLI, "init", "--data-dir", str(d)], capture_output=True,
                          text=True, timeout=60, check=False)
     assert bad.returncode == 1 and "chmod 600" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _first_start(d: str, barrier: multiprocessing.synchronize.Barrier,
+                 out: multiprocessing.queues.Queue[tuple[str, str, bytes]]) -> None:
+    barrier.wait()
+    s = load_secrets(d, create=True)  # the embedded shape's first start
+    out.put((s.kek.kek_id, s.pairwise_root.hex(), s.sealer.seal("p", "k", b"v")))
+
+
+def test_embedded_first_starts_at_once_share_one_set(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    n = 4
+    barrier = ctx.Barrier(n)
+    out: multiprocessing.queues.Queue[tuple[str, str, bytes]] = ctx.Queue()
+    d = tmp_path / "data"
+    procs = [ctx.Process(target=_first_start, args=(str(d), barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert len({(kek_id, root) for kek_id, root, _ in results}) == 1
+    final = load_secrets(d)
+    assert final.kek.kek_id == results[0][0] and final.pairwise_root.hex() == results[0][1]
+    for _, _, sealed in results:  # what every process sealed opens with the one set on disk
+        assert final.sealer.open("p", "k", sealed) == b"v"

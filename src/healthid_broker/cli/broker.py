@@ -125,6 +125,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 async def _run_demo(args: argparse.Namespace) -> int:
+    from ..crypto.key_provider import KeyProviderError
     from ..demo.run import Demo, DemoConfig
     from ..web.server import settle_heap
 
@@ -141,7 +142,7 @@ async def _run_demo(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     try:
         info = await demo.start()
-    except OSError as exc:
+    except (OSError, KeyProviderError) as exc:
         print(f"healthid-broker demo: cannot start: {exc}", file=sys.stderr)
         await demo.stop()
         return 1
@@ -273,7 +274,7 @@ async def _run_serve(args: argparse.Namespace) -> int:
             settings.data_dir, provider=args.key_provider,
             create=args.key_provider == "file"
             and not is_shared_shape(settings.database_url, settings.redis_url))
-    except KeyProviderError as exc:
+    except (KeyProviderError, OSError) as exc:
         print(f"healthid-broker serve: {exc}", file=sys.stderr)
         return 2
     _engine, factory = open_database(settings.database_url

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..crypto.key_provider import (
     KeyProviderError,
+    SecretMissingError,
     create_secret_file,
     read_secret_file,
     replace_secret_file,
@@ -131,6 +132,8 @@ def load_sealer(
 @contextmanager
 def _rotation_lock(data_dir: Path) -> Iterator[None]:
     # Rotations on one host are serialised, so none is lost to a concurrent one.
+    if not data_dir.is_dir():
+        raise SecretMissingError(data_dir / FILE_NAME)
     fd = os.open(data_dir / f".{FILE_NAME}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
