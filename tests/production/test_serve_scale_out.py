@@ -8,6 +8,7 @@ A login starts at process B (the pages people see), and its code is redeemed at 
 from __future__ import annotations
 
 import secrets
+import ssl
 import subprocess
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -78,7 +79,7 @@ def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, pg_url: st
             wait_json_line(p)
 
         issuer = f"{public_base}/acme-app"
-        with httpx.Client(verify=ca_file, timeout=20) as c:
+        with httpx.Client(verify=ssl.create_default_context(cafile=ca_file), timeout=20) as c:
             disc = c.get(f"{issuer}/.well-known/openid-configuration").json()
             assert disc["authorization_endpoint"].startswith(browser_base)
             assert disc["token_endpoint"].startswith(public_base)
