@@ -7,16 +7,9 @@ A login starts at process B (the pages people see), and its code is redeemed at 
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import os
 import secrets
-import socket
+import ssl
 import subprocess
-import sys
-import time
-import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -27,73 +20,51 @@ import redis
 from healthid_broker.crypto.jose import JWK, parse_jws, verify_jws
 from healthid_broker.crypto.keys import LocalCA
 
+from .helpers import (
+    CLI,
+    base_env,
+    cli_json,
+    free_port,
+    pkce_pair,
+    processes,
+    register_with_sandbox,
+    serve_args,
+    start_sandbox,
+    wait_json_line,
+)
+
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
 KVNR = "A123456780"
-CLI = [sys.executable, "-m", "healthid_broker.cli"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cli(*args: str, env: dict[str, str]) -> dict:
-    out = subprocess.run([*CLI, *args, "--json"], env=env, capture_output=True, text=True,
-                         timeout=60, check=False)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout)
-
-
-def _wait_json_line(proc: subprocess.Popen[str], timeout: float = 30) -> dict:
-    deadline = time.time() + timeout
-    assert proc.stdout is not None
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if line.strip().startswith("{"):
-            return json.loads(line)
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited: {proc.stderr.read() if proc.stderr else ''}")
-    raise AssertionError("no JSON line in time")
-
-
-def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, pg_url: str) -> None:
+def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, pg_url: str,
+                                                      redis_prefix: str) -> None:
     database_url = pg_url
-    prefix = f"hidb-test-{uuid.uuid4().hex[:8]}:"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        sbx = subprocess.Popen(
-            [*CLI, "sandbox", "--port", "0", "--data-dir", str(tmp_path / "sbx"), "--json",
-             "--auto-person", KVNR], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env)
-        procs.append(sbx)
-        info = _wait_json_line(sbx)
-        (tmp_path / "sandbox.json").write_text(json.dumps(info))
+    prefix = redis_prefix
+    env = base_env()
+    with processes() as procs:
+        info = start_sandbox(procs, tmp_path, env, "--auto-person", KVNR)
         ca_file = info["ca_cert"]
 
-        port_a, port_b = _free_port(), _free_port()
+        port_a, port_b = free_port(), free_port()
         public_base = f"https://127.0.0.1:{port_a}"
         browser_base = f"https://127.0.0.1:{port_b}"
         data = tmp_path / "broker"
         common = ["--data-dir", str(data), "--database-url", database_url]
-        _cli("tenant", "create", "acme", *common, env=env)
-        _cli("app", "create", "acme-app", "--tenant", "acme", "--organization", "ACME DiGA GmbH",
-             "--scope", "openid", "--scope", "urn:telematik:display_name",
-             "--acr", "gematik-ehealth-loa-substantial", *common, env=env)
+        cli_json("init", *common, env=env)  # the shared shape: secrets and schema once
+        cli_json("tenant", "create", "acme", *common, env=env)
+        cli_json("app", "create", "acme-app", "--tenant", "acme",
+                 "--organization", "ACME DiGA GmbH",
+                 "--scope", "openid", "--scope", "urn:telematik:display_name",
+                 "--acr", "gematik-ehealth-loa-substantial", *common, env=env)
         redirect_uri = "https://app.example/callback"
-        client = _cli("client", "create", "acme-app", "--auth-method", "client_secret_basic",
-                      "--redirect-uri", redirect_uri, *common, env=env)
+        client = cli_json("client", "create", "acme-app", "--auth-method", "client_secret_basic",
+                          "--redirect-uri", redirect_uri, *common, env=env)
         client_id, client_secret = client["client_id"], client["client_secret"]
-        reg = _cli("app", "registration", "acme-app", "--base", public_base,
-                   "--environment", "sandbox", *common, env=env)
-        reg_file = tmp_path / "registration.json"
-        reg_file.write_text(json.dumps(reg))
-        r = subprocess.run([*CLI, "sandbox", "register", "--data-dir", str(tmp_path / "sbx"),
-                            "--from-json", str(reg_file)], env=env, capture_output=True,
-                           text=True, timeout=60, check=False)
-        assert r.returncode == 0, r.stderr
+        register_with_sandbox(tmp_path, cli_json(
+            "app", "registration", "acme-app", "--base", public_base,
+            "--environment", "sandbox", *common, env=env), env)
 
         sb_dir = Path(ca_file).parent
         ca = LocalCA.load(sb_dir / "ca.pem", sb_dir / "keys" / "ca.key")
@@ -102,23 +73,18 @@ def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, pg_url: st
                 "HEALTHID_REDIS_PREFIX": prefix}
         for port in (port_a, port_b):
             p = subprocess.Popen(
-                [*CLI, "serve", "--public-base", public_base, "--browser-base", browser_base,
-                 *common, "--federation", "sandbox", "--sandbox-info",
-                 str(tmp_path / "sandbox.json"), "--port", str(port),
-                 "--tls-cert", str(tmp_path / "tls.pem"), "--tls-key", str(tmp_path / "tls.key")],
+                [*CLI, *serve_args(tmp_path, common, public_base, browser_base, port)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=senv)
             procs.append(p)
-            _wait_json_line(p)
+            wait_json_line(p)
 
         issuer = f"{public_base}/acme-app"
-        with httpx.Client(verify=ca_file, timeout=20) as c:
+        with httpx.Client(verify=ssl.create_default_context(cafile=ca_file), timeout=20) as c:
             disc = c.get(f"{issuer}/.well-known/openid-configuration").json()
             assert disc["authorization_endpoint"].startswith(browser_base)
             assert disc["token_endpoint"].startswith(public_base)
             idp = info["idps"][0]["entity_id"]
-            verifier = secrets.token_urlsafe(48)
-            challenge = base64.urlsafe_b64encode(
-                hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            verifier, challenge = pkce_pair()
             state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
             url = disc["authorization_endpoint"] + "?" + urlencode({
                 "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
@@ -157,14 +123,3 @@ def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, pg_url: st
                 auth=(client_id, client_secret))
             assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
             assert not list(rds.scan_iter(match=f"{prefix}login*")), "nothing left after redeem"
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        rds = redis.Redis(host="127.0.0.1", port=6379)
-        for k in rds.scan_iter(match=f"{prefix}*"):
-            rds.delete(k)

@@ -1,4 +1,4 @@
-"""``healthid-broker demo`` and ``healthid-broker serve``."""
+"""``healthid-broker demo``, ``init``, ``serve`` and ``sealing-keys``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object with URLs and client credentials once ready")
     p.set_defaults(func=_demo)
+    add_init(sub)
     add_serve(sub)
     sk = sub.add_parser("sealing-keys", help="manage the transient store's sealing keys")
     sk_sub = sk.add_subparsers(dest="sealing_action", required=True, metavar="ACTION")
@@ -44,10 +46,69 @@ def add_commands(sub: Any) -> None:
 
 
 def _rotate_sealing(args: argparse.Namespace) -> int:
+    from ..crypto.key_provider import KeyProviderError
     from ..login.sealing_keys import rotate
 
-    kid = rotate(args.data_dir)
+    try:
+        kid = rotate(args.data_dir)
+    except KeyProviderError as exc:
+        print(f"healthid-broker sealing-keys rotate: {exc}", file=sys.stderr)
+        return 1
     print(f"current sealing key is now {kid}; restart the broker processes one by one")
+    return 0
+
+
+def add_init(sub: Any) -> None:
+    p = sub.add_parser(
+        "init",
+        help="create the broker's secrets (and migrate the database) once, before the first start",
+        description="Creates the broker-held secrets in the data directory (key-encryption key, "
+        "pairwise-subject root, sealing keys; files readable by their owner only) unless they "
+        "exist, checks them, and with --database-url migrates the database. Existing secrets are "
+        "never changed, so running it again, or from several machines at once, is safe. A "
+        "shared deployment (Redis or PostgreSQL) needs it before its first `serve`.",
+    )
+    p.add_argument("--data-dir", type=Path, default=Path(_env_default("DATA_DIR") or "data"))
+    p.add_argument("--database-url", default=_env_default("DATABASE_URL"),
+                   help="also migrate this database to the newest schema")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_init)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from ..crypto.key_provider import KeyProviderError
+    from ..runtime.secrets import SECRET_FILES, init_secrets
+
+    try:
+        created = init_secrets(args.data_dir)
+    except (KeyProviderError, OSError) as exc:
+        print(f"healthid-broker init: {exc}", file=sys.stderr)
+        return 1
+    migrated = False
+    if args.database_url:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from ..storage.db import migrate
+
+        try:
+            migrate(args.database_url)
+        except SQLAlchemyError as exc:
+            print(f"healthid-broker init: cannot migrate the database: "
+                  f"{type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 1
+        migrated = True
+    if args.json:
+        print(json.dumps({"data_dir": str(args.data_dir), "created": created,
+                          "unchanged": [n for n in SECRET_FILES if n not in created],
+                          "database_migrated": migrated}))
+    else:
+        if created:
+            print(f"created {', '.join(created)} in {args.data_dir}")
+        kept = [n for n in SECRET_FILES if n not in created]
+        if kept:
+            print(f"{', '.join(kept)} already existed in {args.data_dir}: left unchanged")
+        if migrated:
+            print("database is at the newest schema")
     return 0
 
 
@@ -64,6 +125,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 async def _run_demo(args: argparse.Namespace) -> int:
+    from ..crypto.key_provider import KeyProviderError
     from ..demo.run import Demo, DemoConfig
     from ..web.server import settle_heap
 
@@ -87,7 +149,7 @@ async def _run_demo(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     try:
         info = await demo.start()
-    except OSError as exc:
+    except (OSError, KeyProviderError) as exc:
         print(f"healthid-broker demo: cannot start: {exc}", file=sys.stderr)
         await demo.stop()
         return 1
@@ -124,6 +186,10 @@ def add_serve(sub: Any) -> None:
                    help="base URL for pages people see (default: the public base)")
     p.add_argument("--data-dir", type=Path, default=Path(env("DATA_DIR") or "data"))
     p.add_argument("--database-url", default=env("DATABASE_URL"))
+    p.add_argument("--key-provider",
+                   default=os.environ.get("HEALTHID_BROKER_KEY_PROVIDER", "file"),
+                   help="where the broker's secrets come from: file (the data directory, made "
+                   "by `healthid-broker init`), env or env:KEK_VAR (environment variables)")
     add_redis_options(p, env)
     p.add_argument("--federation", choices=["sandbox", "tu", "ru", "pu"],
                    default=env("FEDERATION") or "tu")
@@ -224,8 +290,6 @@ def rate_limits(args: argparse.Namespace) -> Any:
 
 
 def _env_default(name: str) -> str | None:
-    import os
-
     return os.environ.get(f"HEALTHID_{name}")
 
 
@@ -269,11 +333,13 @@ def serve_settings(args: argparse.Namespace) -> Any:
 
 
 async def _run_serve(args: argparse.Namespace) -> int:
-    from ..crypto.key_provider import LocalFileKeyProvider
+    from ..crypto.key_provider import KeyProviderError
     from ..runtime.compose import build_broker
     from ..runtime.rotation import rotation_loop
+    from ..runtime.secrets import is_shared_shape, load_secrets
     from ..storage.db import default_database_url, open_database
     from ..tenancy.service import TenancyService
+    from ..web.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
     from ..web.server import settle_heap, start_server
     from ..web.tls import server_context
 
@@ -285,11 +351,19 @@ async def _run_serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError, KeyError) as exc:
         print(f"healthid-broker serve: {exc}", file=sys.stderr)
         return 2
+    # Secrets before anything else: a shared deployment never makes them on start (a second
+    # set would split the deployment); `healthid-broker init` makes them once.
+    try:
+        secrets = load_secrets(
+            settings.data_dir, provider=args.key_provider,
+            create=args.key_provider == "file" and redis is None
+            and not is_shared_shape(settings.database_url, settings.redis_url))
+    except (KeyProviderError, OSError) as exc:
+        print(f"healthid-broker serve: {exc}", file=sys.stderr)
+        return 2
     _engine, factory = open_database(settings.database_url
                                      or default_database_url(settings.data_dir))
-    tenancy = TenancyService(factory, LocalFileKeyProvider.in_data_dir(settings.data_dir))
-    from ..web.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-
+    tenancy = TenancyService(factory, secrets.kek)
     backend = None
     limiter: RateLimiter = MemoryRateLimiter()
     redis_client = None
@@ -300,8 +374,8 @@ async def _run_serve(args: argparse.Namespace) -> int:
         redis_client = connect_redis(redis)
         backend = RedisBackend(redis_client, prefix=args.redis_prefix)
         limiter = RedisRateLimiter(redis_client, prefix=args.redis_prefix)
-    rt = build_broker(settings, tenancy, store_backend=backend, rate_limiter=limiter,
-                      rate_limits=limits)
+    rt = build_broker(settings, tenancy, store_backend=backend, secrets=secrets,
+                      rate_limiter=limiter, rate_limits=limits)
     if redis_client is not None:
         rt.closers.append(redis_client.aclose)
     ctx = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None

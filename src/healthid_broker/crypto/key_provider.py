@@ -7,11 +7,25 @@ The KEK itself never leaves the provider's interface, so an HSM can implement it
 Implementations:
 
 * :class:`LocalFileKeyProvider` — the default: ``<data_dir>/kek.key`` (base64url of 32
-  random bytes), generated on first start with mode 0600; a file readable by group or
-  others is refused.
+  random bytes, mode 0600), created once by ``healthid-broker init`` (or on the first start of
+  the embedded shape) through :func:`create_secret_file`, read through
+  :func:`read_secret_file`.
 * :class:`EnvKeyProvider` — the KEK from an environment variable (default
   ``HEALTHID_BROKER_KEK``, base64url of 32 bytes), e.g. injected from a secret store.
 * :class:`StaticKeyProvider` — an in-memory KEK (tests, embedding).
+
+Every secret file the broker holds (the KEK, the pairwise-subject root, the sealing keys of
+the transient store; :mod:`healthid_broker.runtime.secrets` lists them) goes through the same
+two functions here:
+
+* :func:`create_secret_file` — exclusive create: the content is written to a private temporary
+  file, flushed to disk and hard-linked into place, which fails if the name exists. Of any
+  number of processes creating the same secret at once exactly one wins; the others read the
+  winner's complete file. A reader never sees a partial file.
+* :func:`read_secret_file` — the file must be a regular file owned by the current user,
+  readable by nobody else (no group/other bits) and not empty; anything else is a hard
+  failure. Nothing is ever regenerated in place of an unreadable, short or empty file (a new
+  pairwise root would change every person's ``sub`` at every application).
 
 PKCS#11 (HSM): implement :class:`KeyProvider` with a non-extractable AES-256 key object:
 ``wrap`` = ``C_EncryptInit(CKM_AES_GCM, iv=random 12, aad)`` + ``C_Encrypt`` returning
@@ -24,7 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
+import errno
 import hashlib
 import hmac
 import os
@@ -44,8 +58,15 @@ __all__ = [
     "KeyProvider",
     "KeyProviderError",
     "LocalFileKeyProvider",
+    "SecretMissingError",
     "StaticKeyProvider",
+    "create_new_kek_file",
+    "create_secret_file",
+    "decode_key_text",
+    "encode_kek",
     "load_key_provider",
+    "read_secret_file",
+    "replace_secret_file",
 ]
 
 KEK_ENV_VAR = "HEALTHID_BROKER_KEK"
@@ -54,8 +75,132 @@ _KEK_LEN = 32  # AES-256
 _NONCE_LEN = 12
 
 
+_MAX_SECRET_FILE = 64 * 1024  # every secret file is far smaller; a larger one is not ours
+
+
 class KeyProviderError(Exception):
-    """The KEK is missing, malformed, badly protected, or does not open a wrapped key."""
+    """A secret is missing, malformed or badly protected, or a KEK does not open a wrapped
+    key."""
+
+
+class SecretMissingError(KeyProviderError):
+    """A secret file does not exist (and was not to be created)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"secret file {path} does not exist")
+        self.path = path
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_private_temp(path: Path, content: bytes) -> Path:
+    """``content`` in a new 0600 file next to ``path`` (exclusive create), synced to disk."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def create_secret_file(path: str | os.PathLike[str], content: bytes) -> bool:
+    """Create the secret file ``path`` holding ``content`` unless it exists; ``True`` if this
+    call created it.
+
+    Safe when many processes call it at once: the content goes to a private temporary file
+    first and is then hard-linked to ``path`` (``link`` fails when the name exists), so exactly
+    one caller's content becomes the file, and it appears complete or not at all. The data
+    directory is created (0700) when missing. An existing file is left untouched, whatever it
+    holds: reading it (:func:`read_secret_file`) decides whether it is usable.
+    """
+    if not content:
+        raise KeyProviderError("refusing to create an empty secret file")
+    target = Path(path)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if target.exists():
+        return False
+    tmp = _write_private_temp(target, content)
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False  # another process won the race; its file is complete
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise KeyProviderError(
+                f"cannot create {target}: the file system does not support hard links, which "
+                "the exclusive create of secret files needs; put the data directory on a "
+                "local file system (or use the env key provider)") from exc
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
+    return True
+
+
+def replace_secret_file(path: str | os.PathLike[str], content: bytes) -> None:
+    """Atomically replace the existing secret file ``path`` (rotation): a reader sees either
+    the old or the new complete file. The caller serialises concurrent replacements."""
+    if not content:
+        raise KeyProviderError("refusing to write an empty secret file")
+    target = Path(path)
+    tmp = _write_private_temp(target, content)
+    try:
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
+
+
+def read_secret_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the secret file ``path``, after the checks every secret gets.
+
+    Hard failures (:class:`KeyProviderError`): the file is missing
+    (:class:`SecretMissingError`), not a regular file, owned by another user, accessible by
+    group or others, empty, or implausibly large. Symbolic links are followed (a mounted
+    secret is often one); the checks apply to the file they lead to.
+    """
+    p = Path(path)
+    try:
+        # O_NONBLOCK: a FIFO in the secret's place must not hang the start
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise SecretMissingError(p) from None
+    except OSError as exc:
+        raise KeyProviderError(f"cannot open secret file {p}: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise KeyProviderError(f"secret file {p} is not a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        if st.st_uid != os.geteuid():
+            raise KeyProviderError(
+                f"secret file {p} is owned by uid {st.st_uid}, not by the broker's user "
+                f"(uid {os.geteuid()}); run: chown {os.geteuid()} {p}")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise KeyProviderError(
+                f"secret file {p} is accessible by group/others (mode {mode:o}); "
+                f"run: chmod 600 {p}")
+        if st.st_size > _MAX_SECRET_FILE:
+            raise KeyProviderError(f"secret file {p} is too large ({st.st_size} bytes)")
+        data = fh.read(_MAX_SECRET_FILE + 1)
+    if not data.strip():
+        raise KeyProviderError(
+            f"secret file {p} is empty; restore it from the backup (a new secret would not "
+            "match what was made with the old one)")
+    return data
 
 
 @runtime_checkable
@@ -85,17 +230,21 @@ def _kek_id(kek: bytes) -> str:
     return hmac.new(kek, b"healthid-broker kek-id v1", hashlib.sha256).hexdigest()[:16]
 
 
-def _decode_kek(text: str, source: str) -> bytes:
+def decode_key_text(text: str, source: str, length: int = _KEK_LEN) -> bytes:
+    """A key of exactly ``length`` bytes from its base64url text (surrounding whitespace and
+    missing padding allowed); a :class:`KeyProviderError` naming ``source`` otherwise."""
     raw = text.strip()
+    if not raw:
+        raise KeyProviderError(f"{source} is empty")
     try:
-        kek = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise KeyProviderError(f"{source} is not base64url") from exc
-    if len(kek) != _KEK_LEN:
+    if len(key) != length:
         raise KeyProviderError(
-            f"{source} must hold exactly {_KEK_LEN} bytes (base64url), found {len(kek)}"
+            f"{source} must hold exactly {length} bytes (base64url), found {len(key)}"
         )
-    return kek
+    return key
 
 
 def encode_kek(kek: bytes) -> str:
@@ -139,43 +288,36 @@ class StaticKeyProvider:
 
 
 class LocalFileKeyProvider(StaticKeyProvider):
-    """The KEK from a local file; generated (0600) when the file does not exist yet."""
+    """The KEK from a local secret file (checked by :func:`read_secret_file`).
+
+    With ``create`` the file is first created when it does not exist (exclusive create,
+    :func:`create_secret_file`); an existing file is never replaced.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
-        super().__init__(self._load_or_create(self.path, create))
+        if create:
+            create_new_kek_file(self.path)
+        data = read_secret_file(self.path)
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise KeyProviderError(f"key file {self.path} is not base64url text") from exc
+        super().__init__(decode_key_text(text, f"key file {self.path}"))
 
     @classmethod
-    def in_data_dir(cls, data_dir: str | os.PathLike[str]) -> LocalFileKeyProvider:
-        return cls(Path(data_dir) / KEK_FILE_NAME)
-
-    @staticmethod
-    def _load_or_create(path: Path, create: bool) -> bytes:
-        if not path.exists():
-            if not create:
-                raise KeyProviderError(f"key file {path} does not exist")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "w", encoding="ascii") as fh:
-                    fh.write(encode_kek(secrets.token_bytes(_KEK_LEN)) + "\n")
-                # atomic; fails if another process won the race (then use its key)
-                with contextlib.suppress(FileExistsError):
-                    os.link(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-        if os.name == "posix":
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077:
-                raise KeyProviderError(
-                    f"key file {path} is accessible by group/others (mode {mode:o}); "
-                    f"run: chmod 600 {path}"
-                )
-        return _decode_kek(path.read_text(encoding="ascii"), f"key file {path}")
+    def in_data_dir(
+        cls, data_dir: str | os.PathLike[str], *, create: bool = True
+    ) -> LocalFileKeyProvider:
+        return cls(Path(data_dir) / KEK_FILE_NAME, create=create)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={str(self.path)!r}, kek_id={self.kek_id!r})"
+
+
+def create_new_kek_file(path: str | os.PathLike[str]) -> bool:
+    """Create a KEK file with a fresh random key unless one exists (``True`` if created)."""
+    return create_secret_file(path, (encode_kek(secrets.token_bytes(_KEK_LEN)) + "\n").encode())
 
 
 class EnvKeyProvider(StaticKeyProvider):
@@ -190,17 +332,22 @@ class EnvKeyProvider(StaticKeyProvider):
             raise KeyProviderError(
                 f"environment variable {var} is not set; it must hold a base64url 32-byte key"
             )
-        super().__init__(_decode_kek(value, f"environment variable {var}"))
+        super().__init__(decode_key_text(value, f"environment variable {var}"))
 
 
 def load_key_provider(
     kind: str,
     data_dir: str | os.PathLike[str],
     environ: Mapping[str, str] | None = None,
+    *,
+    create: bool = True,
 ) -> KeyProvider:
-    """Pick a provider by name: ``file`` (default), ``env`` or ``env:VARNAME``."""
+    """Pick a provider by name: ``file`` (default), ``env`` or ``env:VARNAME``.
+
+    ``create`` (``file`` only): create ``kek.key`` when it does not exist yet.
+    """
     if kind == "file":
-        return LocalFileKeyProvider.in_data_dir(data_dir)
+        return LocalFileKeyProvider.in_data_dir(data_dir, create=create)
     if kind == "env":
         return EnvKeyProvider(environ=environ)
     if kind.startswith("env:"):

@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..crypto.key_provider import LocalFileKeyProvider
-from ..crypto.keys import LocalCA, private_key_pem
+from ..crypto.key_provider import create_secret_file
+from ..crypto.keys import LocalCA, cert_pem, private_key_pem
 from ..runtime.compose import BrokerRuntime, build_broker
 from ..runtime.redis import RedisSettings, connect_redis
+from ..runtime.secrets import load_secrets
 from ..runtime.settings import BrokerSettings
 from ..storage.db import default_database_url, open_database
 from ..tenancy.service import TenancyService
@@ -58,17 +61,24 @@ class DemoConfig:
 
 
 def _load_or_create_ca(d: Path) -> LocalCA:
-    d.mkdir(parents=True, exist_ok=True)
+    """The demo's local CA in ``d``, made on first start. Made in a private directory and
+    renamed into place, so demos starting at once end with one CA (the loser's is removed)."""
     cert, key = d / "ca.pem", d / "ca.key"
-    if cert.exists() and key.exists():
-        return LocalCA.load(cert, key)
-    ca = LocalCA.create("healthid-broker demo CA")
-    cert.write_bytes(ca.cert.public_bytes(__import__(
-        "cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.PEM))
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private_key_pem(ca.key))
-    return ca
+    if not os.path.lexists(d):
+        d.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.", dir=d.parent))
+        try:
+            ca = LocalCA.create("healthid-broker demo CA")
+            (tmp / cert.name).write_bytes(cert_pem(ca.cert))
+            create_secret_file(tmp / key.name, private_key_pem(ca.key))
+            tmp.chmod(0o755)
+            os.rename(tmp, d)  # fails when another demo made the CA first
+        except OSError:
+            if not os.path.lexists(d):
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return LocalCA.load(cert, key)
 
 
 class Demo:
@@ -170,7 +180,10 @@ class Demo:
 
         _engine, factory = open_database(
             cfg.database_url or default_database_url(self.data_dir))
-        self.tenancy = TenancyService(factory, LocalFileKeyProvider.in_data_dir(self.data_dir))
+        # The demo is the embedded shape: it makes its secrets on first start (exclusive
+        # create, so demos starting at once share one set).
+        secrets = load_secrets(self.data_dir, create=True)
+        self.tenancy = TenancyService(factory, secrets.kek)
         client = self._provision(self.tenancy, browser_base)
         issuer = f"{public_base}/{DEMO_APP}"
         reg = self.tenancy.registration_data(DEMO_APP, base=public_base,
@@ -199,8 +212,8 @@ class Demo:
             limiter = (RedisRateLimiter(redis_client, prefix=cfg.redis_prefix)
                        if redis_client is not None else MemoryRateLimiter())
         self.runtime = build_broker(settings, self.tenancy, store_backend=store_backend,
-                                    mounts={"/app": demo_app}, rate_limiter=limiter,
-                                    rate_limits=cfg.rate_limits)
+                                    secrets=secrets, mounts={"/app": demo_app},
+                                    rate_limiter=limiter, rate_limits=cfg.rate_limits)
         if redis_client is not None:
             self.runtime.closers.append(redis_client.aclose)
         ctx = server_context(str(tls_dir / "broker.pem"), str(tls_dir / "broker.key"))

@@ -7,11 +7,9 @@ everything below receives its collaborators as parameters (STYLE.md: no global c
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..federation.statements import jwks_to_keys
@@ -19,8 +17,6 @@ from ..federation.trust_chain import ChainResolver, TrustAnchor
 from ..http import HttpClient
 from ..http.client import OutboundClient
 from ..login.login_store import LoginStore
-from ..login.sealing import Sealer
-from ..login.sealing_keys import load_sealer
 from ..login.store import MemoryBackend, SealedStore
 from ..provider.service import ClientAuthenticator, ProviderService
 from ..tenancy.service import TenancyService
@@ -28,24 +24,10 @@ from ..upstream.flow import Upstream
 from ..web.broker_app import BrokerWeb, Urls, create_broker_app
 from ..web.rate_limit import RateLimiter, RateLimitMiddleware, RateLimits
 from .directory import TenancyDirectory
+from .secrets import BrokerSecrets, is_shared_shape, load_secrets
 from .settings import BrokerSettings
 
 log = logging.getLogger("healthid_broker.runtime")
-
-
-def _secret_file(path: Path, size: int = 32) -> bytes:
-    """A broker-held secret generated on first start (T-19: no shipped defaults), 0600."""
-    if path.exists():
-        data = path.read_bytes()
-        if len(data) >= size:
-            return data[:size]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = os.urandom(size)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    return data
-
 
 
 @dataclass
@@ -73,7 +55,7 @@ def build_broker(
     *,
     http: HttpClient | None = None,
     store_backend: Any = None,
-    sealer: Sealer | None = None,
+    secrets: BrokerSecrets | None = None,
     clock: Callable[[], float] = time.time,
     mounts: Mapping[str, Any] | None = None,
     par_retry_pause: float = 1.0,
@@ -86,6 +68,10 @@ def build_broker(
     settings.check()
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
+    if secrets is None:
+        # The embedded shape may make its secrets on first start; a shared one never does.
+        secrets = load_secrets(data, create=not is_shared_shape(settings.database_url,
+                                                                settings.redis_url))
     http_client: HttpClient
     own_http: OutboundClient | None = None  # the runtime's own client, closed by aclose()
     if http is None:
@@ -101,10 +87,10 @@ def build_broker(
         allow_loopback_http_frontchannel=settings.environment == "sandbox",
         par_retry_pause=par_retry_pause,
     )
-    directory = TenancyDirectory(tenancy, settings,
-                                 pairwise_root=_secret_file(data / "pairwise.key"), clock=clock)
+    directory = TenancyDirectory(tenancy, settings, pairwise_root=secrets.pairwise_root,
+                                 clock=clock)
     backend = store_backend if store_backend is not None else MemoryBackend()
-    sealed = SealedStore(backend, sealer or load_sealer(data))
+    sealed = SealedStore(backend, secrets.sealer)
     login_store = LoginStore(sealed)
     urls = Urls(settings.public_base.rstrip("/"), settings.browser)
     client_auth = ClientAuthenticator(sealed, clock=clock)

@@ -13,7 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = [
@@ -62,11 +62,22 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+# pg_advisory_xact_lock key of schema migrations (any fixed 64-bit value; "hidb-mig")
+_MIGRATION_LOCK = 0x6869_6462_2D6D_6967
+
+
 def migrate(target: str | Engine, revision: str = "head") -> None:
-    """Upgrade the database at ``target`` (URL or engine) to ``revision``."""
+    """Upgrade the database at ``target`` (URL or engine) to ``revision``.
+
+    On PostgreSQL the upgrade holds a transaction-scoped advisory lock, so processes
+    migrating at once run one after the other; the later ones find the schema current.
+    """
     engine = make_engine(target) if isinstance(target, str) else target
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                             {"key": _MIGRATION_LOCK})
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
