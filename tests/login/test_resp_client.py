@@ -134,6 +134,7 @@ def test_url_parsing() -> None:
         RespClient.from_url("http://x")
 
 
+@pytest.mark.slow
 async def test_a_server_that_does_not_answer_times_out() -> None:
     # A listener that accepts and never replies: the watchdog must fail the command.
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -18,7 +18,7 @@ from healthid_broker.crypto.keys import LocalCA, cert_pem
 from healthid_broker.http import HttpTransportError
 from healthid_broker.http.lean import LeanHttpClient, _Response
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
