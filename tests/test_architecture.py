@@ -71,6 +71,7 @@ def test_import_scanner_sees_relative_imports() -> None:
     assert "healthid_broker.runtime.compose" in found
 
 
+@pytest.mark.slow
 def test_serving_the_broker_loads_no_sandbox_module() -> None:
     # Only the sandbox's argument-registration module (cheap, imports nothing of the
     # sandbox's servers) is loaded by the CLI; the broker itself loads nothing of it.

@@ -36,6 +36,7 @@ def _load_bench() -> ModuleType:
 bench = _load_bench()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("client", ["aiohttp", "httpx"])
 def test_bench_script_runs_complete_logins_and_measures_the_store(client: str) -> None:
     r = redis.Redis.from_url(REDIS_DB_URL)
@@ -127,6 +128,7 @@ def test_median_of_the_known_values(values: list[float | None]) -> None:
     assert sum(1 for v in known if v >= m - 1e-3) >= len(known) / 2
 
 
+@pytest.mark.slow
 def test_cli_rejects_nonsense_numbers() -> None:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--logins", "0"],
                           check=False, capture_output=True, text=True, timeout=60, cwd=ROOT)

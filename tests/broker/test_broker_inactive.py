@@ -9,10 +9,13 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from e2e.harness import DemoThread, ca_context
 
 from .broker_checks import assert_clean, authorize, base_params, login_code
+
+pytestmark = pytest.mark.slow
 
 SCOPES = ("openid", "urn:telematik:versicherter")
 

@@ -1,9 +1,11 @@
 """Fixtures for the interoperability tests: a separate virtualenv holding an independent
 OpenID Federation implementation (ofcli, see docs/interop.md).
 
-The virtualenv lives in ``<repo>/.cache/interop-venv`` and is (re)built from
-``ofcli-requirements.txt`` whenever it is missing or the pinned list changed, so a clean CI
-machine needs nothing but PyPI.  It is never the project's ``.venv``.
+The virtualenv lives in ``<repo>/.cache/interop-venv`` and is (re)built from the hashed lock
+``ofcli-requirements.txt`` (generated from ``ofcli-requirements.in``) whenever it is missing or
+the lock changed, so a clean CI machine needs nothing but PyPI.  Every file is checked against
+the lock's hashes (``uv pip sync --require-hashes``), and exactly the locked set is installed.
+It is never the project's ``.venv``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
-REQUIREMENTS = HERE / "ofcli-requirements.txt"
+REQUIREMENTS = HERE / "ofcli-requirements.txt"  # hashed lock
 VENV = Path(os.environ.get("HIDB_INTEROP_VENV", REPO / ".cache" / "interop-venv"))
 INSTALL_TIMEOUT = 900  # seconds; a cold install downloads about 50 wheels
 
@@ -50,10 +52,13 @@ def ensure_interop_venv(venv: Path = VENV, requirements: Path = REQUIREMENTS) ->
             return python
         if venv.exists():
             shutil.rmtree(venv)
-        _run([sys.executable, "-m", "venv", str(venv)])
-        _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-              "--no-deps", "-r", str(requirements)])
-        _run([str(python), "-m", "pip", "check"])
+        uv = [sys.executable, "-m", "uv"]  # uv comes with the project's .venv (./dev install)
+        _run([*uv, "venv", "--quiet", "--python", sys.executable, str(venv)])
+        # The lock doubles as build constraints: ofcli is an sdist, built with the locked,
+        # hashed setuptools and wheel.
+        _run([*uv, "pip", "sync", "--quiet", "--require-hashes", "--build-constraints",
+              str(requirements), "--python", str(python), str(requirements)])
+        _run([*uv, "pip", "check", "--python", str(python)])
         stamp.write_text(wanted, "utf-8")
         return python
 

@@ -44,6 +44,7 @@ async def _fetch_about(env: Env, sub: str) -> httpx.Response:
         return await c.get(f"{m}/fetch", params={"iss": m, "sub": sub})
 
 
+@pytest.mark.slow
 async def test_registration_api(env: Env) -> None:
     key = signing_jwk()
     eid = f"{env.rp_base}/api-registered"
@@ -58,6 +59,7 @@ async def test_registration_api(env: Env) -> None:
     assert stmt.claims["jwks"]["keys"][0]["kid"] == key.kid
 
 
+@pytest.mark.slow
 async def test_cli_registration_is_picked_up_by_running_sandbox(env: Env, tmp_path: Path) -> None:
     key = signing_jwk()
     eid = f"{env.rp_base}/cli-registered"
@@ -88,6 +90,7 @@ async def test_cli_registration_is_picked_up_by_running_sandbox(env: Env, tmp_pa
     assert isinstance(env.rps["rp"], RPFixture)
 
 
+@pytest.mark.slow
 def test_commands_module_is_lazy() -> None:
     code = ("import sys, healthid_broker.cli.sandbox; "
             "print('healthid_broker.sandbox.server' in sys.modules, 'uvicorn' in sys.modules)")
@@ -96,6 +99,7 @@ def test_commands_module_is_lazy() -> None:
     assert out.split() == ["False", "False"]
 
 
+@pytest.mark.slow
 def test_sandbox_json_cli(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(

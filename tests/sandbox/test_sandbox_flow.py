@@ -19,7 +19,7 @@ from healthid_broker.federation.statements import (
     verify_statement,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 
 async def _par(

@@ -32,7 +32,7 @@ from healthid_broker.crypto.keys import LocalCA, cert_pem
 from healthid_broker.web.server import RunningServer, start_server
 from healthid_broker.web.tls import server_context
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
