@@ -1,4 +1,4 @@
-"""The rooms of DESIGN.md, enforced: protocol code imports no web framework and no ORM, and
+"""The rooms of docs/design.md §4, enforced: protocol code imports no web framework and no ORM, and
 production code never imports the sandbox or the demo."""
 
 from __future__ import annotations

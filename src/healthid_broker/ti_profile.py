@@ -1,4 +1,4 @@
-"""Facts of the TI federation profile that several rooms need (PROFILE.md): the scopes and
+"""Facts of the TI federation profile that several rooms need (docs/ti-profile.md): the scopes and
 the claims they release, and the two levels of assurance. A leaf module — it imports
 nothing of the project, so the provider, tenancy, upstream and the sandbox can all share
 one table instead of keeping copies that could drift apart."""
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 __all__ = ["ACR_HIGH", "ACR_SUBSTANTIAL", "ACR_VALUES", "KVNR_CLAIM", "SCOPE_CLAIMS",
            "TELEMATIK_SCOPES"]
 
-# PROFILE.md "Scopes → claims" (gematik's urn:telematik:* scopes)
+# docs/ti-profile.md §7 (gematik's urn:telematik:* scopes)
 SCOPE_CLAIMS: Mapping[str, tuple[str, ...]] = {
     "openid": (),
     "urn:telematik:geburtsdatum": ("birthdate",),

@@ -1,7 +1,7 @@
 """The load benchmark (bench/login_load.py) runs end to end with tiny numbers.
 
 This proves the script works — three real processes, complete logins, the Redis in-flight
-measurement and its clean-up — and asserts nothing about speed (DESIGN.md: performance is
+measurement and its clean-up — and asserts nothing about speed (docs/design.md §8: performance is
 measured by the benchmark, not by timed tests).
 """
 

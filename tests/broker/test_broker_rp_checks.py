@@ -1,6 +1,6 @@
 """The broker's relying-party checks of the IdP's ID token, seen from the application.
 
-PROFILE.md "The login" step 5 (A_23049, A_23005, A_23202-02): the unit tests in
+docs/ti-profile.md §6.5 (A_23049, A_23005, A_23202-02): the unit tests in
 tests/upstream cover the validator; here a tampering wrapper around the broker's outbound
 HTTP client rewrites the sandbox IdP's real token answer (decrypt with the RP's key, change
 one claim, sign with the IdP's own key, encrypt again) and proves that the broker turns

@@ -117,7 +117,7 @@ def _b64json(part: str) -> dict[str, Any]:
 
 
 def test_rp_entity_configuration(demo: DemoThread) -> None:
-    """PROFILE.md "Relying party entity configuration" (A_23034, A_23183, A_23194, A_23196)."""
+    """docs/ti-profile.md §5 (A_23034, A_23183, A_23194, A_23196)."""
     info = demo.info
     # one login first, so that the sandbox IdP has seen the broker's TLS client certificate
     _login(demo, _client(demo), slug="nordkasse", kvnr=_person(0).kvnr)

@@ -1,4 +1,4 @@
-"""Standing guard (TOMS T-01, T-31; A_23050): after real logins nothing identity-bearing
+"""Standing guard (T-01, T-31 in docs/toms.md; A_23050): after real logins nothing identity-bearing
 is left anywhere the broker writes.
 
 Every synthetic person of the sandbox logs in through the demo (all IdPs, hosted chooser

@@ -5,7 +5,7 @@ pytest never imports this file.
 
 ofcli 0.7.2 follows OpenID Federation 1.0 §8.1.1 as it stands since draft 39 (openid/
 federation PR #63): its fetch request carries only ``sub``.  gematik's federation master —
-and therefore our sandbox, which mirrors it (PROFILE.md "Federation master") — also wants
+and therefore our sandbox, which mirrors it (docs/ti-profile.md §3.2) — also wants
 ``iss=<master entity id>`` and answers HTTP 400 (gematik_code 6000) without it.  This
 wrapper adds ``iss`` (the issuer's entity identifier exactly as named in
 ``authority_hints``) to the fetch request and changes nothing else: the CLI, the fetch

@@ -1,4 +1,4 @@
-"""Envelope encryption: per-tenant data keys wrapped by a KEK (TOMS T-24).
+"""Envelope encryption: per-tenant data keys wrapped by a KEK (T-24 in docs/toms.md).
 
 * A *data key* (DEK) is 32 random bytes; it seals values with AES-256-GCM. The sealed
   form is ``0x01 || nonce(12) || ciphertext || tag(16)``; the associated data binds each

@@ -1,4 +1,4 @@
-"""Key-encryption-key (KEK) providers for envelope encryption (TOMS T-24, T-25).
+"""Key-encryption-key (KEK) providers for envelope encryption (T-24, T-25 in docs/toms.md).
 
 A :class:`KeyProvider` holds one AES-256 key-encryption key and wraps/unwraps the
 per-tenant data keys with it (AES-256-GCM, :mod:`healthid_broker.crypto.envelope`).

@@ -2,7 +2,7 @@
 
 See :mod:`.transaction` for the states and the diagram, :mod:`.store` for the store
 interface and backends, :mod:`.sealing` for AES-256-GCM sealing, and
-:mod:`.login_store` for typed persistence. TOMS T-01, T-02.
+:mod:`.login_store` for typed persistence. T-01, T-02 in docs/toms.md.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ class IllegalTransition(LoginError):
 
 
 class TransactionExpired(LoginError):
-    """The login transaction outlived its deadline (≤ 10 minutes, TOMS T-01)."""
+    """The login transaction outlived its deadline (≤ 10 minutes, T-01 in docs/toms.md)."""
 
 
 class CorruptTransaction(LoginError):

@@ -1,7 +1,7 @@
 """SANDBOX: a local copy of gematik's TI federation (federation master, sectoral IdPs,
 synthetic insured persons) with real https and real self-signed mutual TLS.
 
-Never import this package from production code (DESIGN.md, "sandbox" room).  The heavy
+Never import this package from production code (docs/design.md §4, the sandbox room).  The heavy
 server modules load lazily, so ``healthid_broker.cli.sandbox`` stays cheap to import.
 
     from healthid_broker.sandbox import Sandbox, SandboxConfig

@@ -1,7 +1,7 @@
 """A sandbox sectoral IdP (gematik "sektoraler IdP", modelled on gsi-server).
 
-What it imitates (PROFILE.md "Sectoral IdP", "The login, step by step", "Error answers the
-sandbox IdP must give"):
+What it imitates (docs/ti-profile.md §4, §6 and §9: the sectoral IdP, the login step by
+step, the error answers):
 
 * entity configuration (``exp - iat`` = 2 h like the reference IdP) and a signed JWKS
   (``application/jwk-set+json``, JWS over ``{iss, iat, keys}``);

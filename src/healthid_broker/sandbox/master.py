@@ -1,6 +1,6 @@
 """The sandbox federation master (trust anchor), modelled on gematik's gsi-fedmaster.
 
-Endpoints (OpenID Federation 1.0 §8, gematik profile in PROFILE.md "Federation master"):
+Endpoints (OpenID Federation 1.0 §8, gematik profile: docs/ti-profile.md §3):
 
 * ``<master>/.well-known/openid-federation`` — entity configuration, ``exp - iat = 86400``,
   no ``authority_hints``;

@@ -5,7 +5,7 @@ Every person is invented.  E-mail addresses use the reserved domain ``example.or
 unchangeable part of the Krankenversichertennummer, § 290 SGB V) carries a valid check
 digit so that relying parties validating the format accept it.
 
-Scope → claim mapping: PROFILE.md "Scopes → claims" (gematik gemSpec_IDP_Sek, claims in
+Scope → claim mapping: docs/ti-profile.md §7 (gematik gemSpec_IDP_Sek, claims in
 the ``urn:telematik:claims`` namespace).
 """
 
@@ -104,7 +104,7 @@ class Person:
 
 
 def claims_for(person: Person, scopes: Iterable[str], *, now: float) -> dict[str, Any]:
-    """The identity claims for the granted ``scopes`` (PROFILE.md "Scopes → claims")."""
+    """The identity claims for the granted ``scopes`` (docs/ti-profile.md §7)."""
     today = dt.datetime.fromtimestamp(now, dt.UTC).date()
     out: dict[str, Any] = {}
     for scope in scopes:

@@ -2,7 +2,7 @@
 
 In the real federation a relying party is registered by sending gematik a form with its
 entity identifier, organisation, environment, requested scopes and the PEM + kid of each
-federation signing key (PROFILE.md "Federation master").  The sandbox keeps the same data
+federation signing key (docs/ti-profile.md §3.5).  The sandbox keeps the same data
 in ``<data_dir>/registrations.json``; the running master re-reads that file whenever it
 changes, so ``healthid-broker sandbox register`` works against a running sandbox.
 """
