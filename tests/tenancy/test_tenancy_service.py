@@ -78,7 +78,7 @@ def test_clients_and_secrets(service: TenancyService) -> None:
     assert not service.verify_client_secret(client, created.secret + "x")
     assert not service.verify_client_secret(client, "")
     # a fresh service (cold cache) verifies too
-    fresh = TenancyService(service._sessions, service._provider)
+    fresh = TenancyService(service.db.sessions, service.data_keys.provider)
     assert fresh.verify_client_secret(client, created.secret)
     # cost per verification: well below 3 ms
     t0 = time.process_time()
