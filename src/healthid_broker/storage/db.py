@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .rls import MIGRATION_LOCK
+from .rls import MIGRATION_LOCK, role_setup_sql
 
 __all__ = [
     "SchemaError",
@@ -39,6 +39,7 @@ __all__ = [
     "make_session_factory",
     "migrate",
     "open_database",
+    "setup_roles",
 ]
 
 
@@ -171,3 +172,21 @@ def open_database(url: str, *, upgrade: bool = True) -> tuple[Engine, sessionmak
                     "role URL>` (or `healthid-broker init`) first"
                 ) from exc
     return engine, make_session_factory(engine)
+
+
+def setup_roles(admin_url: str, *, owner: str, runtime: str) -> None:
+    """Create or correct the owner and the runtime role on the database of ``admin_url``
+    (:func:`~.rls.role_setup_sql`), in one transaction under the migration lock.
+
+    ``admin_url`` connects as a superuser or a CREATEROLE role that owns the database.
+    """
+    engine = make_engine(admin_url)
+    try:
+        if engine.dialect.name != "postgresql":
+            raise ValueError("database roles exist on PostgreSQL only")
+        database = engine.url.database or ""
+        with engine.begin() as conn:
+            for stmt in role_setup_sql(owner=owner, runtime=runtime, database=database):
+                conn.execute(text(stmt))
+    finally:
+        engine.dispose()

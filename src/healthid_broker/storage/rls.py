@@ -55,6 +55,7 @@ __all__ = [
     "TenantEntry",
     "application_directory",
     "application_tenant",
+    "catalog_problems",
     "role_setup_sql",
     "set_tenant",
     "tenant_directory",
@@ -142,6 +143,80 @@ def tenant_directory(bind: Session | Connection) -> list[TenantEntry]:
     else:
         sql = "SELECT id, name, created_at FROM tenants ORDER BY name"
     return [TenantEntry(str(i), str(n), float(c)) for i, n, c in bind.execute(text(sql))]
+
+
+# ---------------------------------------------------------------- catalog check
+
+_TENANT_CHECK = "current_setting('app.tenant_id'::text, true)"
+
+
+def catalog_problems(conn: Connection) -> list[str]:
+    """What the live PostgreSQL catalog of the current schema gets wrong about tenant
+    separation (empty when all is well). Checked:
+
+    * every table that is not in :data:`GLOBAL_TABLES`, and every table with a
+      ``tenant_id`` column, has row-level security enabled and forced and a policy for
+      ALL commands whose USING and WITH CHECK compare with the transaction's tenant;
+    * no other policy admits rows, except the owner's ``directory_read`` (SELECT,
+      inside SECURITY DEFINER calls only);
+    * the SECURITY DEFINER functions are exactly :data:`DIRECTORY_FUNCTIONS`, each with
+      a fixed ``search_path``.
+    """
+    problems: list[str] = []
+    tables = {
+        str(name): (bool(rls), bool(force))
+        for name, rls, force in conn.execute(text(
+            "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"))
+    }
+    with_tenant = {
+        str(r[0]) for r in conn.execute(text(
+            "SELECT table_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND column_name = 'tenant_id'"))
+    }
+    policies: dict[str, list[tuple[str, str, list[str], str, str]]] = {}
+    for table, name, cmd, roles, qual, check in conn.execute(text(
+            "SELECT tablename, policyname, cmd, roles, qual, with_check FROM pg_policies "
+            "WHERE schemaname = current_schema()")):
+        policies.setdefault(str(table), []).append(
+            (str(name), str(cmd), [str(r) for r in roles], str(qual or ""), str(check or "")))
+    for table in sorted(tables):
+        if table in GLOBAL_TABLES and table not in with_tenant:
+            continue
+        rls, force = tables[table]
+        if not rls:
+            problems.append(f"{table}: row-level security is not enabled")
+        if not force:
+            problems.append(f"{table}: row-level security is not forced")
+        isolating = [
+            p for p in policies.get(table, [])
+            if p[1] == "ALL" and _TENANT_CHECK in p[3] and _TENANT_CHECK in p[4]
+        ]
+        if not isolating:
+            problems.append(f"{table}: no policy restricts it to the transaction's tenant")
+        for name, cmd, roles, qual, _check in policies.get(table, []):
+            if any(p[0] == name for p in isolating):
+                continue
+            directory = (name == "directory_read" and cmd == "SELECT"
+                         and "public" not in roles and "SESSION_USER" in qual)
+            if not directory:
+                problems.append(f"{table}: policy {name} admits rows of other tenants")
+    functions = {
+        str(name): list(config or [])
+        for name, config in conn.execute(text(
+            "SELECT p.proname, p.proconfig FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = current_schema() AND p.prosecdef"))
+    }
+    for name in sorted(set(functions) - DIRECTORY_FUNCTIONS):
+        problems.append(f"function {name}: SECURITY DEFINER outside the directory read path")
+    for name in sorted(DIRECTORY_FUNCTIONS - set(functions)):
+        problems.append(f"function {name}: missing")
+    for name, config in functions.items():
+        if not any(c.startswith("search_path=") for c in config):
+            problems.append(f"function {name}: SECURITY DEFINER without a fixed search_path")
+    return problems
 
 
 # ---------------------------------------------------------------- roles
