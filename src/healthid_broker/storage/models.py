@@ -1,7 +1,7 @@
 """SQLAlchemy 2 models of tenants, applications, clients and per-application keys.
 
 There is deliberately no column for identity data of insured persons (KVNR, names,
-birthdate, e-mail — TOMS T-01, PROFILE "Data protection rules"): the database holds
+birthdate, e-mail — T-01, docs/toms.md): the database holds
 configuration and key material only. Private keys are stored sealed (envelope
 encryption, T-24); client secrets only as HMAC-SHA256 digests.
 
