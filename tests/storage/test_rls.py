@@ -30,6 +30,7 @@ from healthid_broker.storage.rls import (
     GLOBAL_TABLES,
     TENANT_OWNED_TABLES,
     catalog_problems,
+    runtime_role_problems,
 )
 from healthid_broker.tenancy import TenancyService
 
@@ -89,6 +90,25 @@ def test_roles_are_what_the_design_says(pg_roles: Any) -> None:
     for table in TENANT_TABLES:
         assert {p for t, p in privs if t == table} == {"SELECT", "INSERT", "UPDATE", "DELETE"}
     assert {p for t, p in privs if t == "alembic_version"} == {"SELECT"}
+
+
+def test_runtime_role_check(pg_roles: Any) -> None:
+    checks = {}
+    for name, url in (("runtime", pg_roles.runtime_url), ("owner", pg_roles.owner_url),
+                      ("admin", pg_roles.admin_url)):
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            checks[name] = runtime_role_problems(conn)
+        engine.dispose()
+    assert checks["runtime"] == []
+    assert checks["owner"] == [
+        f"role {pg_roles.owner} owns the schema's tables (use the runtime role)",
+        f"role {pg_roles.owner} may CREATE in the schema (DDL)",
+    ]
+    assert checks["admin"][:2] == [
+        "role postgres is a superuser (row-level security does not apply)",
+        "role postgres has BYPASSRLS",
+    ]
 
 
 def test_query_without_tenant_filter_sees_only_its_tenant(

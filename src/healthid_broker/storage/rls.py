@@ -56,6 +56,7 @@ __all__ = [
     "application_directory",
     "application_tenant",
     "catalog_problems",
+    "runtime_role_problems",
     "role_setup_sql",
     "set_tenant",
     "tenant_directory",
@@ -216,6 +217,30 @@ def catalog_problems(conn: Connection) -> list[str]:
     for name, config in functions.items():
         if not any(c.startswith("search_path=") for c in config):
             problems.append(f"function {name}: SECURITY DEFINER without a fixed search_path")
+    return problems
+
+
+def runtime_role_problems(conn: Connection) -> list[str]:
+    """Why the role of ``conn`` is not fit to be the broker's runtime role (T-15), empty
+    when it is: a superuser or BYPASSRLS role escapes row-level security, and an owner
+    of the tables or a role with CREATE on the schema can change the rules. Meant for a
+    start-up check of the shared shape."""
+    problems: list[str] = []
+    row = conn.execute(text(
+        "SELECT r.rolname, r.rolsuper, r.rolbypassrls, "
+        "has_schema_privilege(current_user, current_schema(), 'CREATE'), "
+        "EXISTS (SELECT FROM pg_tables t WHERE t.schemaname = current_schema() "
+        "AND t.tableowner = current_user) "
+        "FROM pg_roles r WHERE r.rolname = current_user")).one()
+    name, superuser, bypass, create, owns = row
+    if superuser:
+        problems.append(f"role {name} is a superuser (row-level security does not apply)")
+    if bypass:
+        problems.append(f"role {name} has BYPASSRLS")
+    if owns:
+        problems.append(f"role {name} owns the schema's tables (use the runtime role)")
+    if create:
+        problems.append(f"role {name} may CREATE in the schema (DDL)")
     return problems
 
 
