@@ -103,8 +103,8 @@ class TenantEntry:
 
 
 def _postgres(bind: Session | Connection) -> bool:
-    return bind.get_bind().dialect.name == "postgresql" if isinstance(bind, Session) \
-        else bind.dialect.name == "postgresql"
+    engine_or_conn = bind.get_bind() if isinstance(bind, Session) else bind
+    return engine_or_conn.dialect.name == "postgresql"
 
 
 def set_tenant(bind: Session | Connection, tenant_id: str) -> None:
