@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load benchmark: complete GesundheitsID logins through the broker (docs/design.md §8, quality bars:
+"""Load benchmark: complete GesundheitsID logins through the broker (docs/design.md §8:
 performance is measured by this script, not by timed unit tests).
 
 Three processes, all on loopback:

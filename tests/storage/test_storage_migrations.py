@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,7 +42,19 @@ def test_postgres_migrations_match_models(pg_url: str) -> None:
 
 
 def test_no_identity_data_columns() -> None:
-    # TOMS T-01: there is no column for identity data of insured persons anywhere.
+    # T-01: there is no column for identity data of insured persons anywhere.
     for table in Base.metadata.tables.values():
         for col in table.columns:
             assert not any(f in col.name.lower() for f in FORBIDDEN), (table.name, col.name)
+
+
+def test_four_processes_migrate_one_sqlite_file_at_once(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("healthid-broker")
+    procs = [
+        subprocess.Popen([str(exe), "db", "upgrade", "--data-dir", str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    _assert_no_drift(default_database_url(tmp_path))

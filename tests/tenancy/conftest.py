@@ -10,11 +10,19 @@ from healthid_broker.storage import default_database_url, open_database
 from healthid_broker.tenancy import TenancyService
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=[
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("postgres-runtime-role", marks=pytest.mark.postgres),
+])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite; PostgreSQL as superuser (row-level security not in force); PostgreSQL as
+    the runtime role (row-level security in force, migrated by the owner role)."""
     if request.param == "sqlite":
         return default_database_url(tmp_path)
-    return str(request.getfixturevalue("pg_url"))
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("pg_roles").runtime_url)
 
 
 @pytest.fixture

@@ -182,3 +182,23 @@ def _to_toml(doc: dict[str, object]) -> str:
                 out.append("[[tenants.applications.clients]]")
                 out += [f"{k} = {val(v)}" for k, v in c.items()]
     return "\n".join(out) + "\n"
+
+
+def test_db_roles_prints_the_role_sql(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "roles", "--owner", "hb_owner", "--runtime", "hb_runtime",
+                 "--database", "broker"]) == 0
+    sql = capsys.readouterr().out
+    assert 'CREATE ROLE "hb_runtime" LOGIN NOSUPERUSER' in sql
+    assert 'ALTER ROLE "hb_runtime" LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE ' \
+        "NOREPLICATION NOBYPASSRLS" in sql
+    assert 'GRANT USAGE ON SCHEMA "public" TO "hb_runtime"' in sql
+    assert 'REVOKE CREATE ON SCHEMA "public" FROM "hb_runtime"' in sql
+    assert "PASSWORD" not in sql
+    assert main(["db", "roles", "--owner", "x", "--runtime", "x", "--database", "b"]) == 2
+    assert "must differ" in capsys.readouterr().err
+    assert main(["db", "roles", "--owner", "Robert'); DROP", "--runtime", "r",
+                 "--database", "b"]) == 2
+    assert "lower-case" in capsys.readouterr().err
+    assert main(["db", "roles", "--owner", "o", "--runtime", "r", "--apply",
+                 "--database", "b"]) == 2
+    assert "--apply needs --database-url" in capsys.readouterr().err

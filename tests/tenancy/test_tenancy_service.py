@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -78,7 +79,7 @@ def test_clients_and_secrets(service: TenancyService) -> None:
     assert not service.verify_client_secret(client, created.secret + "x")
     assert not service.verify_client_secret(client, "")
     # a fresh service (cold cache) verifies too
-    fresh = TenancyService(service._sessions, service._provider)
+    fresh = TenancyService(service.db.sessions, service.data_keys.provider)
     assert fresh.verify_client_secret(client, created.secret)
     # cost per verification: well below 3 ms
     t0 = time.process_time()
@@ -193,3 +194,32 @@ def test_registration_data(service: TenancyService) -> None:
     assert data["keys"][0]["pem"].startswith("-----BEGIN PUBLIC KEY-----")
     with pytest.raises(InvalidInput):
         service.registration_data("acme-app", base="https://b", environment="xx", now=NOW)
+
+
+def test_apply_switches_tenants_inside_one_transaction(service: TenancyService) -> None:
+    from healthid_broker.tenancy.apply import apply_config
+
+    def doc(*tenants: tuple[str, str]) -> dict[str, Any]:
+        return {"tenants": [
+            {"name": t, "applications": [{
+                "short_key": k, "display_name": k, "organization_name": t,
+                "scopes": ["openid"], "required_acr": "gematik-ehealth-loa-high",
+                "clients": [{"name": "web", "auth_method": "client_secret_basic",
+                             "redirect_uris": ["https://app.example/cb"]}],
+            }]} for t, k in tenants]}
+
+    dry = apply_config(service, doc(("one", "one-app"), ("two", "two-app")), now=NOW,
+                       dry_run=True)
+    assert dry.changes and service.list_tenants() == ()
+    result = apply_config(service, doc(("one", "one-app"), ("two", "two-app")), now=NOW)
+    assert sorted(result.secrets) == ["one-app/web", "two-app/web"]
+    assert [(a.short_key, a.tenant_name) for a in service.list_applications()] == [
+        ("one-app", "one"), ("two-app", "two")]
+    assert apply_config(service, doc(("one", "one-app"), ("two", "two-app")),
+                        now=NOW).changes == []
+    # An application of another tenant is not taken over, and nothing of the file is kept.
+    with pytest.raises(Conflict, match="belongs to another tenant"):
+        apply_config(service, doc(("three", "x-app"), ("two", "one-app")), now=NOW)
+    assert service.get_tenant("three") is None
+    one = service.get_application("one-app")
+    assert one is not None and one.tenant_name == "one"

@@ -2,8 +2,13 @@
 
 Every command takes ``--data-dir`` (default ``./data``), ``--database-url`` (default
 SQLite in the data directory), ``--key-provider`` (``file`` | ``env`` | ``env:VAR``) and
-``--json``. The database is migrated automatically on first use. Private keys never
-appear in the output; a client secret is printed once, when it is created.
+``--json``. A database that is behind is migrated on first use when the connecting role
+may (SQLite; the PostgreSQL owner role). Private keys never appear in the output; a
+client secret is printed once, when it is created.
+
+``db upgrade`` runs the migrations (PostgreSQL: with the owner role's URL); ``db roles``
+prints — or with ``--apply`` runs — the SQL that creates the owner and the runtime role
+(T-15; :mod:`healthid_broker.storage.rls`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ from typing import Any
 
 from healthid_broker.crypto.envelope import EnvelopeError
 from healthid_broker.crypto.key_provider import KeyProviderError, load_key_provider
-from healthid_broker.storage import default_database_url, migrate, open_database
+from healthid_broker.storage import (
+    SchemaError,
+    default_database_url,
+    migrate,
+    open_database,
+    setup_roles,
+)
+from healthid_broker.storage.rls import role_setup_sql
 
 from ..tenancy.errors import TenancyError
 from ..tenancy.service import ENVIRONMENTS, TenancyService
@@ -68,7 +80,7 @@ def _guard(fn: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except (TenancyError, KeyProviderError, EnvelopeError) as exc:
+        except (TenancyError, KeyProviderError, EnvelopeError, SchemaError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
 
@@ -339,6 +351,38 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_roles(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    database = args.database or (make_url(args.database_url).database
+                                 if args.database_url else None)
+    if not database:
+        print("error: name the database with --database or --database-url", file=sys.stderr)
+        return 2
+    try:
+        statements = role_setup_sql(owner=args.owner, runtime=args.runtime, database=database)
+        if not args.apply:
+            print(";\n".join(statements) + ";")
+            return 0
+        if not args.database_url:
+            print("error: --apply needs --database-url (an administrator's URL)",
+                  file=sys.stderr)
+            return 2
+        setup_roles(args.database_url, owner=args.owner, runtime=args.runtime)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DBAPIError as exc:
+        first = (str(exc.orig).splitlines() or [""])[0]
+        print(f"error: setting up the roles failed: {type(exc.orig).__name__}: {first}",
+              file=sys.stderr)
+        return 1
+    print(f"roles {args.owner} (owner, runs migrations) and {args.runtime} (runtime) "
+          f"are set up on {database}")
+    return 0
+
+
 def add_commands(subparsers: Any) -> None:
     common = _common()
 
@@ -423,5 +467,19 @@ def add_commands(subparsers: Any) -> None:
 
     db = subparsers.add_parser("db", help="database maintenance").add_subparsers(
         dest="db_command", required=True, metavar="ACTION")
-    p = db.add_parser("upgrade", parents=[common], help="run the migrations")
+    p = db.add_parser("upgrade", parents=[common],
+                      help="run the migrations (PostgreSQL: as the owner role)")
     p.set_defaults(func=_db_upgrade)
+    p = db.add_parser(
+        "roles", help="print (or --apply) the SQL creating the owner and runtime roles",
+        description="The owner role owns the schema and runs `db upgrade`; the runtime "
+        "role, which the broker connects as, may only read and write rows (no DDL, no "
+        "BYPASSRLS). Passwords are not set: use ALTER ROLE ... PASSWORD, or certificates.")
+    p.add_argument("--owner", required=True, help="name of the owner role")
+    p.add_argument("--runtime", required=True, help="name of the runtime role")
+    p.add_argument("--database-url", default=None,
+                   help="an administrator's URL of the database (superuser, or CREATEROLE "
+                        "and owner of the database)")
+    p.add_argument("--database", default=None, help="database name (when printing only)")
+    p.add_argument("--apply", action="store_true", help="run the SQL instead of printing it")
+    p.set_defaults(func=_db_roles)

@@ -1,4 +1,5 @@
-"""The transient store: short-lived, sealed entries for in-flight logins (T-01, T-02 in docs/toms.md).
+"""The transient store: short-lived, sealed entries for in-flight logins (T-01, T-02 in
+docs/toms.md).
 
 Two layers:
 

@@ -1,7 +1,8 @@
 """The composition root: settings → implementations → the public role's ASGI app.
 
 One place decides which store, database, key provider and federation the broker uses;
-everything below receives its collaborators as parameters (no global configuration: docs/design.md §4).
+everything below receives its collaborators as parameters (no global configuration:
+docs/design.md §4).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from ..crypto.jose import JWK
 log = logging.getLogger("healthid_broker.runtime")
 
 ENVIRONMENTS = {
-    # gematik's federation masters (docs/ti-profile.md §2). Their keys must be pinned by the operator.
+    # gematik's federation masters (docs/ti-profile.md §2); the operator pins their keys.
     "tu": "https://app-test.federationmaster.de",
     "ru": "https://app-ref.federationmaster.de",
     "pu": "https://app.federationmaster.de",
@@ -48,7 +48,8 @@ class BrokerSettings:
             parts = urlsplit(url)
             if parts.query or parts.fragment or not parts.hostname:
                 raise ValueError(f"the {name} must be a plain absolute URL")
-            # Entity ids are https (docs/ti-profile.md §2); pages may be loopback http only in the sandbox.
+            # Entity ids are https (docs/ti-profile.md §5.1); pages may be loopback http only
+            # in the sandbox.
             loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
             if parts.scheme != "https" and not (
                     name == "browser base" and self.environment == "sandbox" and loopback):

@@ -1,13 +1,20 @@
 """SQLAlchemy 2 models of tenants, applications, clients and per-application keys.
 
 There is deliberately no column for identity data of insured persons (KVNR, names,
-birthdate, e-mail — TOMS T-01, PROFILE "Data protection rules"): the database holds
+birthdate, e-mail — T-01, docs/toms.md): the database holds
 configuration and key material only. Private keys are stored sealed (envelope
 encryption, T-24); client secrets only as HMAC-SHA256 digests.
 
 Timestamps are float Unix seconds, set from the caller's clock (``now``).
 Every change here needs an Alembic migration (``storage/migrations/versions``); a test
 fails when the models and the migrations drift apart.
+
+Tenant separation (T-28): every tenant-owned table carries ``tenant_id`` itself, so its
+PostgreSQL row-level-security policy is one comparison (see :mod:`.rls`). A row's
+``tenant_id`` cannot disagree with its parent's: the foreign keys to ``applications`` and
+``tenant_data_keys`` are composite (``(application_id, tenant_id)``,
+``(data_key_id, tenant_id)``). A new tenant-owned table needs the column and its policy
+in the migration that creates it; a test fails otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     LargeBinary,
     MetaData,
@@ -60,6 +68,7 @@ class TenantDataKey(Base):
     """A per-tenant data key, wrapped by the KEK named ``kek_id`` (T-24)."""
 
     __tablename__ = "tenant_data_keys"
+    __table_args__ = (UniqueConstraint("id", "tenant_id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(
@@ -76,6 +85,7 @@ class Application(Base):
     """A registered application = one federation entity ``<base>/<short_key>``."""
 
     __tablename__ = "applications"
+    __table_args__ = (UniqueConstraint("id", "tenant_id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(
@@ -105,12 +115,17 @@ class Client(Base):
     """An OIDC client of an application (toward the app, the broker is the OP)."""
 
     __tablename__ = "clients"
-    __table_args__ = (UniqueConstraint("application_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("application_id", "name"),
+        ForeignKeyConstraint(
+            ["application_id", "tenant_id"], ["applications.id", "applications.tenant_id"],
+            ondelete="CASCADE",
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    application_id: Mapped[str] = mapped_column(
-        ForeignKey("applications.id", ondelete="CASCADE"), index=True
-    )
+    application_id: Mapped[str] = mapped_column(String(36), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(36))
     client_id: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(64))
     auth_method: Mapped[str] = mapped_column(String(32))
@@ -134,13 +149,21 @@ class AppKey(Base):
     """
 
     __tablename__ = "app_keys"
-    __table_args__ = (Index("ix_app_keys_application_purpose", "application_id", "purpose"),)
+    __table_args__ = (
+        Index("ix_app_keys_application_purpose", "application_id", "purpose"),
+        ForeignKeyConstraint(
+            ["application_id", "tenant_id"], ["applications.id", "applications.tenant_id"],
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["data_key_id", "tenant_id"], ["tenant_data_keys.id", "tenant_data_keys.tenant_id"]
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    application_id: Mapped[str] = mapped_column(
-        ForeignKey("applications.id", ondelete="CASCADE")
-    )
-    data_key_id: Mapped[str] = mapped_column(ForeignKey("tenant_data_keys.id"))
+    application_id: Mapped[str] = mapped_column(String(36))
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    data_key_id: Mapped[str] = mapped_column(String(36))
     purpose: Mapped[str] = mapped_column(String(24))
     kid: Mapped[str] = mapped_column(String(36), unique=True)
     state: Mapped[str] = mapped_column(String(16))

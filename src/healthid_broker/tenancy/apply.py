@@ -25,6 +25,8 @@ Idempotent: objects are matched by tenant name, short key and client name; only
 differences are written, and a second run reports no changes. Nothing is deleted
 (objects missing from the file stay as they are). The whole run is one database
 transaction: it either applies completely or not at all; ``dry_run`` rolls it back.
+Inside that transaction the tenant scope (row-level security, T-28) switches to each
+tenant of the file in turn.
 """
 
 from __future__ import annotations
@@ -37,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from healthid_broker.storage.models import Application, Tenant
-
+from .clients import validate_client_jwks
 from .errors import Conflict, InvalidInput
-from .service import TenancyService, _validate_client_jwks
+from .rows import app_row
+from .service import TenancyService
 from .validation import validate_scopes
 
 __all__ = ["ApplyResult", "apply_config", "load_config"]
@@ -131,7 +133,7 @@ def apply_config(
     top = _table(doc, "file", {"tenants"}, ())
     result = ApplyResult(dry_run=dry_run)
     try:
-        with service.transaction() as s:
+        with service.db.transaction() as s:
             _apply(service, s, top, now, result)
             if dry_run:
                 raise _DryRun
@@ -142,18 +144,20 @@ def apply_config(
 
 
 def _apply(
-    svc: TenancyService, s: Any, top: dict[str, Any], now: float, result: ApplyResult
+    svc: TenancyService, s: Session, top: dict[str, Any], now: float, result: ApplyResult
 ) -> None:
     seen_apps: set[str] = set()
     for ti, traw in enumerate(_list(top.get("tenants"), "tenants")):
         tw = f"tenants[{ti}]"
         t = _table(traw, tw, _TENANT_KEYS, ("name",))
         tname = t["name"]
-        trow = s.scalars(select(Tenant).where(Tenant.name == tname)).first()
-        if trow is None:
-            svc._create_tenant(s, tname, now)
-            trow = s.scalars(select(Tenant).where(Tenant.name == tname)).one()
+        known = next((x for x in svc.db.tenants(s) if x.name == tname), None)
+        if known is None:
+            tenant_id = svc.tenants.create_in(s, tname, now).id
             result.changes.append(f"+ tenant {tname}")
+        else:
+            tenant_id = known.id
+        svc.db.enter(s, tenant_id)
         for ai, araw in enumerate(_list(t.get("applications"), f"{tw}.applications")):
             aw = f"{tw}.applications[{ai}]"
             a = _table(
@@ -166,19 +170,19 @@ def _apply(
             seen_apps.add(key)
             active = _bool(a.get("active", True), f"{aw}.active")
             want_scopes = list(validate_scopes(_list(a["scopes"], f"{aw}.scopes")))
-            existing = s.scalars(select(Application).where(Application.short_key == key)).first()
-            if existing is None:
-                svc._create_application(
-                    s, trow.id, key, display_name=a["display_name"],
+            owner = svc.db.application_tenant(s, key)
+            if owner is None:
+                svc.applications.create_in(
+                    s, tenant_id, key, display_name=a["display_name"],
                     organization_name=a["organization_name"], scopes=want_scopes,
                     required_acr=a["required_acr"], now=now, active=active,
                 )
                 result.changes.append(f"+ application {key} (tenant {tname}, new key set)")
-                app = svc._app_row(s, key, lock=True)
+                app = app_row(s, tenant_id, key, lock=True)
             else:
-                app = svc._app_row(s, key, lock=True)
-                if app.tenant_id != trow.id:
+                if owner != tenant_id:
                     raise Conflict(f"{aw}: application {key!r} belongs to another tenant")
+                app = app_row(s, tenant_id, key, lock=True)
                 diffs = {
                     name: (getattr(app, name), want)
                     for name, want in (
@@ -196,7 +200,7 @@ def _apply(
                             f"~ application {key}: {name}: {_fmt(old)} -> {_fmt(new)}"
                         )
                     union = list(dict.fromkeys([*app.scopes, *want_scopes]))
-                    svc._update_application(
+                    svc.applications.update_row(
                         s, app, now=now,
                         display_name=a["display_name"],
                         organization_name=a["organization_name"],
@@ -216,11 +220,11 @@ def _apply(
                                     want_scopes)
                 )
                 c_active = _bool(c.get("active", True), f"{cw}.active")
-                c_jwks = _validate_client_jwks(c.get("jwks"))
+                c_jwks = validate_client_jwks(c.get("jwks"))
                 uris = _list(c["redirect_uris"], f"{cw}.redirect_uris")
                 row = next((x for x in app.clients if x.name == cname), None)
                 if row is None:
-                    created = svc._create_client(
+                    created = svc.clients.create_in(
                         s, app, auth_method=c["auth_method"], redirect_uris=uris, now=now,
                         name=cname, scopes=c_scopes, jwks=c_jwks, active=c_active,
                     )
@@ -256,9 +260,9 @@ def _apply(
                         result.changes.append(
                             f"~ client {key}/{cname}: {name}: {shown[0]} -> {shown[1]}"
                         )
-                    svc._update_client(
+                    svc.clients.update_row(
                         s, app, row, now=now, redirect_uris=uris, scopes=c_scopes,
                         jwks=c_jwks, active=c_active,
                     )
             if list(app.scopes) != want_scopes:
-                svc._update_application(s, app, now=now, scopes=want_scopes)
+                svc.applications.update_row(s, app, now=now, scopes=want_scopes)

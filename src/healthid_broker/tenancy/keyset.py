@@ -95,6 +95,7 @@ def _aad(application_id: str, purpose: str, kid: str) -> bytes:
 def new_app_key(
     *,
     application_id: str,
+    tenant_id: str,
     short_key: str,
     purpose: str,
     state: str,
@@ -125,6 +126,7 @@ def new_app_key(
     return AppKey(
         id=str(uuid.uuid4()),
         application_id=application_id,
+        tenant_id=tenant_id,
         data_key_id=data_key_id,
         purpose=purpose,
         kid=kid,

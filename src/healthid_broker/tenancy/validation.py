@@ -1,8 +1,8 @@
 """Input rules for tenants, applications and clients.
 
 * short key: lowercase ``[a-z0-9-]``, 3–32 characters; the federation entity is
-  ``<base>/<short-key>`` (PROFILE "Relying party entity configuration").
-* scopes: ``openid`` plus the telematik scopes of PROFILE "Scopes → claims".
+  ``<base>/<short-key>`` (the relying party entity configuration, docs/ti-profile.md).
+* scopes: ``openid`` plus the telematik scopes (docs/ti-profile.md).
 * acr: ``gematik-ehealth-loa-high`` | ``gematik-ehealth-loa-substantial`` (A_23004).
 * redirect URIs (toward the apps; OAuth 2.0 Security BCP, RFC 9700 §4.1; RFC 8252 §7.3):
   exact-match strings, absolute ``https`` — or ``http`` only for the loopback hosts

@@ -1,0 +1,74 @@
+"""Transactions with a tenant: every read or write of tenant-owned rows happens inside a
+transaction whose tenant is set (PostgreSQL row-level security, T-28,
+:mod:`healthid_broker.storage.rls`).
+
+Cross-tenant lookups exist only as the directory read path of
+:mod:`~healthid_broker.storage.rls` (short key → tenant id, the list of applications, the
+list of tenants); they return routing data, never configuration or keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.orm import Session
+
+from healthid_broker.storage import rls
+
+from .errors import NotFound
+
+__all__ = ["TenantDatabase"]
+
+
+class TenantDatabase:
+    """A session factory whose transactions carry the tenant they act for."""
+
+    def __init__(self, sessions: Callable[[], Session]) -> None:
+        self.sessions = sessions
+
+    @contextmanager
+    def transaction(self, tenant_id: str | None = None) -> Iterator[Session]:
+        """One transaction (committed on success, rolled back on error), scoped to
+        ``tenant_id``. Without a tenant, PostgreSQL shows no tenant-owned row at all;
+        :meth:`enter` sets one later (``apply`` switches between tenants this way)."""
+        with self.sessions() as session, session.begin():
+            if tenant_id is not None:
+                rls.set_tenant(session, tenant_id)
+            yield session
+
+    @staticmethod
+    def enter(session: Session, tenant_id: str) -> None:
+        """Make ``tenant_id`` the tenant of the session's current transaction."""
+        rls.set_tenant(session, tenant_id)
+
+    @contextmanager
+    def application_transaction(self, short_key: str) -> Iterator[tuple[Session, str]]:
+        """A transaction scoped to the tenant of application ``short_key`` and that
+        tenant's id; :class:`NotFound` if there is no such application."""
+        with self.transaction() as session:
+            tenant_id = rls.application_tenant(session, short_key)
+            if tenant_id is None:
+                raise NotFound(f"no application with short key {short_key!r}")
+            rls.set_tenant(session, tenant_id)
+            yield session, tenant_id
+
+    @staticmethod
+    def application_tenant(session: Session, short_key: str) -> str | None:
+        return rls.application_tenant(session, short_key)
+
+    def application_directory(self) -> list[tuple[str, str]]:
+        """``(short_key, tenant_id)`` of every application, by short key."""
+        with self.transaction() as session:
+            return rls.application_directory(session)
+
+    @staticmethod
+    def tenants(session: Session) -> list[rls.TenantEntry]:
+        return rls.tenant_directory(session)
+
+    @classmethod
+    def find_tenant(cls, session: Session, name_or_id: str) -> rls.TenantEntry:
+        for t in cls.tenants(session):
+            if name_or_id in (t.name, t.id):
+                return t
+        raise NotFound(f"no tenant {name_or_id!r}")
