@@ -120,10 +120,10 @@ class PgRoles:
 
 
 @pytest.fixture
-def pg_roles(pg_url: str) -> Iterator[PgRoles]:
+def pg_role_pair(pg_url: str) -> Iterator[PgRoles]:
     """``pg_url``'s database with its own owner and runtime role (cluster-wide, so
-    uniquely named), migrated as the owner; the roles are dropped afterwards."""
-    from healthid_broker.storage import migrate, setup_roles
+    uniquely named), not yet migrated; the roles are dropped afterwards."""
+    from healthid_broker.storage import setup_roles
 
     tag = uuid.uuid4().hex[:10]
     owner, runtime = f"hidb_owner_{tag}", f"hidb_runtime_{tag}"
@@ -132,10 +132,18 @@ def pg_roles(pg_url: str) -> Iterator[PgRoles]:
                     f"postgresql+psycopg://{runtime}@{host}/{db}", pg_url)
     try:
         setup_roles(pg_url, owner=owner, runtime=runtime)
-        migrate(roles.owner_url)
         yield roles
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
             conn.execute(f'DROP ROLE IF EXISTS "{runtime}"')
             conn.execute(f'DROP ROLE IF EXISTS "{owner}"')
+
+
+@pytest.fixture
+def pg_roles(pg_role_pair: PgRoles) -> PgRoles:
+    """:func:`pg_role_pair`, migrated as the owner."""
+    from healthid_broker.storage import migrate
+
+    migrate(pg_role_pair.owner_url)
+    return pg_role_pair

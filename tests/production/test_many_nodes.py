@@ -10,6 +10,7 @@ import ssl
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -145,11 +146,12 @@ def _login(tls: ssl.SSLContext, ports: tuple[int, int, int], issuer: str, app: d
         return sub
 
 
-def test_nodes_started_at_once_share_one_secret_set(tmp_path: Path, pg_url: str,
+def test_nodes_started_at_once_share_one_secret_set(tmp_path: Path, pg_role_pair: Any,
                                                     redis_prefix: str) -> None:
     env = base_env()
     data = tmp_path / "broker"
-    common = ["--data-dir", str(data), "--database-url", pg_url]
+    # the owner role migrates (init), the runtime role serves and provisions (T-15)
+    common = ["--data-dir", str(data), "--database-url", pg_role_pair.runtime_url]
     ports = [free_port() for _ in range(NODES)]
     public_base = f"https://127.0.0.1:{ports[0]}"
     browser_base = f"https://127.0.0.1:{ports[1]}"
@@ -159,7 +161,7 @@ def test_nodes_started_at_once_share_one_secret_set(tmp_path: Path, pg_url: str,
         idp = info["idps"][0]["entity_id"]
 
         # empty → initialised, by four processes at once
-        _init_four_at_once(tmp_path, data, pg_url, env)
+        _init_four_at_once(tmp_path, data, pg_role_pair.owner_url, env)
         secrets_made = _snapshot(data)
 
         cli_json("tenant", "create", "acme", *common, env=env)

@@ -11,6 +11,7 @@ import secrets
 import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -38,9 +39,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 KVNR = "A123456780"
 
 
-def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, pg_url: str,
+def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, pg_role_pair: Any,
                                                       redis_prefix: str) -> None:
-    database_url = pg_url
+    # the owner role migrates (init), the runtime role serves and provisions (T-15)
+    database_url = pg_role_pair.runtime_url
     prefix = redis_prefix
     env = base_env()
     with processes() as procs:
@@ -52,7 +54,8 @@ def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, pg_url: st
         browser_base = f"https://127.0.0.1:{port_b}"
         data = tmp_path / "broker"
         common = ["--data-dir", str(data), "--database-url", database_url]
-        cli_json("init", *common, env=env)  # the shared shape: secrets and schema once
+        cli_json("init", "--data-dir", str(data), "--database-url", pg_role_pair.owner_url,
+                 env=env)  # the shared shape: secrets and schema once
         cli_json("tenant", "create", "acme", *common, env=env)
         cli_json("app", "create", "acme-app", "--tenant", "acme",
                  "--organization", "ACME DiGA GmbH",

@@ -337,7 +337,8 @@ async def _run_serve(args: argparse.Namespace) -> int:
     from ..runtime.compose import build_broker
     from ..runtime.rotation import rotation_loop
     from ..runtime.secrets import is_shared_shape, load_secrets
-    from ..storage.db import default_database_url, open_database
+    from ..storage.db import SchemaError, default_database_url, open_database
+    from ..storage.rls import runtime_role_problems_of
     from ..tenancy.service import TenancyService
     from ..web.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
     from ..web.server import settle_heap, start_server
@@ -361,8 +362,22 @@ async def _run_serve(args: argparse.Namespace) -> int:
     except (KeyProviderError, OSError) as exc:
         print(f"healthid-broker serve: {exc}", file=sys.stderr)
         return 2
-    _engine, factory = open_database(settings.database_url
-                                     or default_database_url(settings.data_dir))
+    try:
+        engine, factory = open_database(settings.database_url
+                                        or default_database_url(settings.data_dir))
+        problems = runtime_role_problems_of(engine)
+    except SchemaError as exc:
+        print(f"healthid-broker serve: {exc}", file=sys.stderr)
+        return 2
+    if problems:
+        # T-15: the service runs as a role that row-level security binds and that cannot
+        # run DDL; the owner role is for `db upgrade` only (docs/tenancy.md).
+        print("healthid-broker serve: the database role is not fit to run the service: "
+              + "; ".join(problems) + ". Create an owner and a runtime role with "
+              "`healthid-broker db roles`, migrate as the owner (`healthid-broker init` or "
+              "`db upgrade`) and serve as the runtime role.", file=sys.stderr)
+        engine.dispose()
+        return 2
     tenancy = TenancyService(factory, secrets.kek)
     backend = None
     limiter: RateLimiter = MemoryRateLimiter()

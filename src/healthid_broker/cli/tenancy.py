@@ -64,9 +64,17 @@ def _db_url(args: argparse.Namespace) -> str:
 
 
 def service_from_args(args: argparse.Namespace) -> TenancyService:
-    """A :class:`TenancyService` for the parsed common options (migrates the database)."""
-    _engine, factory = open_database(_db_url(args))
-    return TenancyService(factory, load_key_provider(args.key_provider, args.data_dir))
+    """A :class:`TenancyService` for the parsed common options (migrates the embedded
+    database). A KEK is made here only in the embedded shape: on PostgreSQL it comes from
+    `healthid-broker init`, so a node with an empty data directory cannot start a second
+    KEK (docs/decisions/0009)."""
+    from healthid_broker.runtime.secrets import is_shared_shape
+
+    url = _db_url(args)
+    _engine, factory = open_database(url)
+    create = not is_shared_shape(url, None)
+    return TenancyService(factory, load_key_provider(args.key_provider, args.data_dir,
+                                                     create=create))
 
 
 def _out(args: argparse.Namespace, data: Any, text: str) -> None:

@@ -41,7 +41,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "catalog_problems",
     "role_setup_sql",
     "runtime_role_problems",
+    "runtime_role_problems_of",
     "set_tenant",
     "tenant_directory",
 ]
@@ -243,6 +244,15 @@ def runtime_role_problems(conn: Connection) -> list[str]:
     if create:
         problems.append(f"role {name} may CREATE in the schema (DDL)")
     return problems
+
+
+def runtime_role_problems_of(engine: Engine) -> list[str]:
+    """:func:`runtime_role_problems` for a PostgreSQL engine; nothing to report for SQLite
+    (the embedded shape has no roles: docs/tenancy.md says what it does not enforce)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as conn:
+        return runtime_role_problems(conn)
 
 
 # ---------------------------------------------------------------- roles
