@@ -44,7 +44,7 @@ from ..provider.service import (
 from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
 from ..upstream.entity_configuration import sign_entity_configuration
 from ..upstream.errors import UpstreamError
-from .http_guard import MAX_BODY_BYTES, HttpGuard
+from .http_guard import BODY_TIMEOUT, MAX_BODY_BYTES, HttpGuard
 from .i18n import ERRORS, TEXTS, pick_language
 from .security import CSP, ASGIApp, Guard, Receive, Scope, Send, incident_id
 
@@ -416,7 +416,7 @@ class _Prefix(BaseRoute):
 
 
 def create_broker_app(web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = None,
-                      *, hsts: bool = True) -> Guard:
+                      *, hsts: bool = True, body_timeout: float = BODY_TIMEOUT) -> Guard:
     """The public role's ASGI app: Starlette routes with the 404/405/503/500 answers, behind
     the request checks of :class:`HttpGuard` and the headers of :class:`Guard`.
 
@@ -436,4 +436,4 @@ def create_broker_app(web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = Non
         Exception: web.server_error,
     })
     app.router.redirect_slashes = False
-    return Guard(HttpGuard(app, refusal=web.refusal), hsts=hsts)
+    return Guard(HttpGuard(app, body_timeout=body_timeout, refusal=web.refusal), hsts=hsts)

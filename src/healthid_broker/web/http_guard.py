@@ -9,9 +9,11 @@ header's colon — but hands on, as measured on uvicorn 0.54 / httptools 0.9:
 * an HTTP/1.0 request with ``Transfer-Encoding``, whose body llhttp then frames as chunked
   (RFC 9112 §6.1: a server MUST treat such a message as faulty and close the connection
   after answering);
-* a request body of any size, and one that arrives a byte at a time for ever.
+* a request body of any size, and one that arrives a byte at a time for ever;
+* a header section of any size when it arrives within one read (the protocol's bound in
+  :mod:`.http_protocol` cuts off heads that do not end).
 
-:class:`HttpGuard` answers each of these with 400, 413, 415 or 408 and ``connection:
+:class:`HttpGuard` answers each of these with 400, 431, 413, 415 or 408 and ``connection:
 close`` before the application runs. It reads the (bounded) body within an overall
 deadline and hands it to the application in one message, so no application code waits on
 a slow client. ``multipart/form-data`` is refused (415): nothing of the broker takes an
@@ -23,9 +25,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from .http_protocol import MAX_HEAD_BYTES
 from .security import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BODY_TIMEOUT", "MAX_BODY_BYTES", "HttpGuard", "Refusal", "plain_refusal"]
+
 
 MAX_BODY_BYTES = 16 * 1024
 """A request body's bound (a token request is a few hundred bytes, RFC 6749 §4.1.3)."""
@@ -64,9 +68,10 @@ class HttpGuard:
     for the whole body; ``refusal`` words the answers."""
 
     def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY_BYTES,
-                 body_timeout: float = BODY_TIMEOUT,
+                 body_timeout: float = BODY_TIMEOUT, max_head: int = MAX_HEAD_BYTES,
                  refusal: Refusal = plain_refusal) -> None:
         self.app = app
+        self.max_head = max_head
         self.max_body = max_body
         self.body_timeout = body_timeout
         self.refusal = refusal
@@ -101,7 +106,9 @@ class HttpGuard:
         length: bytes | None = None
         content_type = b""
         chunked = False
+        size = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b""))
         for name, value in scope["headers"]:
+            size += len(name) + len(value) + 4  # ": " and CRLF
             if name == b"host":
                 hosts += 1
             elif name == b"content-length":
@@ -110,6 +117,8 @@ class HttpGuard:
                 chunked = True
             elif name == b"content-type":
                 content_type = value
+        if size > self.max_head:
+            raise _Refused(431, "the request's header section is too large")
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise _Refused(400, "a request needs exactly one Host header")
         if chunked and version == "1.0":
