@@ -26,10 +26,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.staticfiles import StaticFiles
 
+from .. import fastjson
 from ..federation.statements import ENTITY_STATEMENT_CONTENT_TYPE
 from ..login.errors import SealError, StoreError
 from ..provider.claims import SCOPE_CLAIMS
@@ -53,6 +55,14 @@ _env = Environment(
     loader=FileSystemLoader(_HERE / "templates"), autoescape=select_autoescape(["html"])
 )
 ENTITY_CONFIGURATION_MAX_AGE = 600
+
+
+class JSONResponse(StarletteJSONResponse):
+    """Starlette's ``JSONResponse`` with the body rendered by orjson
+    (:mod:`healthid_broker.fastjson`: the same bytes, faster)."""
+
+    def render(self, content: Any) -> bytes:
+        return fastjson.dumps(content)
 
 
 @dataclass(frozen=True)
