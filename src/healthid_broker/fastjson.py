@@ -39,7 +39,10 @@ def loads(data: bytes | str) -> Any:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(data, parse_constant=_refuse_constant)
+    try:
+        return json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:  # nested deeper than the interpreter's stack allows
+        raise ValueError("JSON nested too deeply") from None
 
 
 _DIGITS_AS_ZERO = bytes(48 if 48 <= b <= 57 else 120 for b in range(256))  # digit → "0"

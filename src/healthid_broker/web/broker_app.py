@@ -5,28 +5,35 @@
 endpoints are under the public (https) base; the pages people see (authorize, chooser,
 callback) under the browser base, which is the same URL in production and loopback http in
 the demo (docs/decisions/0001-sandbox-tls-and-loopback.md).
+
+Routing, requests and responses are Starlette's; in front of it :class:`~.http_guard.HttpGuard`
+(request checks and body bounds) and :class:`~.security.Guard` (security headers, last-resort
+error answer). Errors toward apps are OAuth JSON (RFC 6749 §5.2), toward people a page in
+German or English.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.datastructures import MutableHeaders
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, Response
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse as StarletteJSONResponse
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import fastjson
 from ..federation.statements import ENTITY_STATEMENT_CONTENT_TYPE
-from ..http.forms import parse_qsl
+from ..login.errors import SealError, StoreError
 from ..provider.claims import SCOPE_CLAIMS
 from ..provider.directory import AppConfig
 from ..provider.service import (
@@ -39,6 +46,7 @@ from ..provider.service import (
 from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
 from ..upstream.entity_configuration import sign_entity_configuration
 from ..upstream.errors import UpstreamError
+from .http_guard import BODY_TIMEOUT, MAX_BODY_BYTES, HttpGuard
 from .i18n import ERRORS, TEXTS, pick_language
 from .security import CSP, ASGIApp, Guard, Receive, Scope, Send, incident_id
 
@@ -49,47 +57,12 @@ _env = Environment(
 ENTITY_CONFIGURATION_MAX_AGE = 600
 
 
-class RawResponse:
-    """A complete answer as two ASGI messages, its headers already encoded: what Starlette's
-    ``Response`` sends, without building one (header encoding, ``MutableHeaders``) — every
-    login's three answers take this path. Same data attributes as Starlette's ``Response``."""
+class JSONResponse(StarletteJSONResponse):
+    """Starlette's ``JSONResponse`` with the body rendered by orjson
+    (:mod:`healthid_broker.fastjson`: the same bytes, faster)."""
 
-    __slots__ = ("body", "raw_headers", "status_code")
-
-    def __init__(self, status_code: int, raw_headers: list[tuple[bytes, bytes]],
-                 body: bytes = b"") -> None:
-        self.status_code = status_code
-        self.raw_headers = raw_headers
-        self.body = body
-
-    @property
-    def headers(self) -> MutableHeaders:
-        return MutableHeaders(raw=self.raw_headers)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code,
-                    "headers": self.raw_headers})
-        await send({"type": "http.response.body", "body": self.body})
-
-
-Answer = Response | RawResponse
-
-_JSON_TYPE = (b"content-type", b"application/json")
-
-
-def json_response(content: Any, status: int = 200,
-                  headers: Mapping[str, str] | None = None) -> RawResponse:
-    """Starlette's ``JSONResponse(content, status, headers)`` — the same headers in the same
-    order — with the body rendered by :mod:`healthid_broker.fastjson`."""
-    body = fastjson.dumps(content)
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] \
-        if headers else []
-    if status >= 200 and status not in (204, 304) and all(
-            k != b"content-length" for k, _v in raw):
-        raw.append((b"content-length", b"%d" % len(body)))
-    if all(k != b"content-type" for k, _v in raw):
-        raw.append(_JSON_TYPE)
-    return RawResponse(status, raw, body)
+    def render(self, content: Any) -> bytes:
+        return fastjson.dumps(content)
 
 
 @dataclass(frozen=True)
@@ -105,23 +78,6 @@ class Urls:
 
     def public(self, short_key: str, path: str) -> str:
         return f"{self.public_base}/{short_key}/{path}"
-
-
-# what Starlette's RedirectResponse leaves as it is (urllib's always-safe characters and its
-# ``safe`` argument)
-_URL_AS_IS = re.compile(r"[A-Za-z0-9_.\-~:/%#?=@\[\]!$&'()*+,;]*")
-
-
-_LOCATION_SAFE = ":/%#?=@[]!$&'()*+,;"  # RedirectResponse's ``safe``
-_EMPTY_LENGTH = (b"content-length", b"0")
-
-
-def redirect(url: str) -> RawResponse:
-    """What ``RedirectResponse(url, 302)`` sends — without its per-character quoting pass
-    when the URL needs none (ours are built with the form encoder; this is on every login's
-    path)."""
-    location = url if _URL_AS_IS.fullmatch(url) else quote(url, safe=_LOCATION_SAFE)
-    return RawResponse(302, [_EMPTY_LENGTH, (b"location", location.encode("latin-1"))])
 
 
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
@@ -154,54 +110,6 @@ def _wants_json(request: Request) -> bool:
         "json" in request.headers.get("accept", "")
 
 
-MAX_FORM_BYTES = 16 * 1024  # a token request is a few hundred bytes
-MAX_FORM_FIELDS = 32
-
-
-async def _urlencoded_body(receive: Receive) -> list[tuple[str, str]] | None:
-    """The ``application/x-www-form-urlencoded`` body in order, repeats kept; ``None`` when
-    it is larger than :data:`MAX_FORM_BYTES`, has too many fields or is not UTF-8. A client
-    that goes away raises :class:`ClientDisconnect`, as Starlette's ``Request.stream``."""
-    body = b""
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "http.request":
-            body += message.get("body", b"")
-            if len(body) > MAX_FORM_BYTES:
-                return None
-            if not message.get("more_body", False):
-                break
-        elif kind == "http.disconnect":
-            raise ClientDisconnect()
-    try:
-        return parse_qsl(body.decode("utf-8"), errors="strict", max_fields=MAX_FORM_FIELDS)
-    except (UnicodeDecodeError, ValueError):
-        return None
-
-
-def _single(items: Iterable[tuple[str, Any]]) -> tuple[dict[str, str], frozenset[str]]:
-    """Parameters by name, and the names that were given more than once."""
-    out: dict[str, str] = {}
-    dup: set[str] = set()
-    for k, v in items:
-        if not isinstance(v, str):
-            continue
-        if k in out:
-            dup.add(k)
-        out[k] = v
-    return out, frozenset(dup)
-
-
-def _query(scope: Scope) -> tuple[dict[str, str], frozenset[str]]:
-    """:func:`_single` of the query string."""
-    items = parse_qsl(scope["query_string"].decode("latin-1"))
-    params = dict(items)
-    if len(params) == len(items):  # no name repeated (the common case): no loop of ours
-        return params, frozenset()
-    return _single(items)
-
-
 class BrokerWeb:
     def __init__(self, service: ProviderService, urls: Urls, *, sandbox: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
@@ -231,9 +139,9 @@ class BrokerWeb:
         return self._page("error.html", lang, status, code=code, message=message,
                           incident=incident, back_url=back_url)
 
-    def _outcome(self, request: Request, outcome: Outcome) -> Answer:
+    def _outcome(self, request: Request, outcome: Outcome) -> Response:
         if isinstance(outcome, Redirect):
-            return redirect(outcome.url)
+            return RedirectResponse(outcome.url, 302)
         if isinstance(outcome, ErrorPage):
             return self.error_page(request, outcome.code, outcome.status, outcome.back_url)
         assert isinstance(outcome, ShowChooser)
@@ -259,18 +167,18 @@ class BrokerWeb:
         app: AppConfig | None = await self.service.application(request.path_params["short_key"])
         return app
 
-    async def entity_configuration(self, request: Request) -> Answer:
+    async def entity_configuration(self, request: Request) -> Response:
         app = await self._app_or_404(request)
         if app is None:
-            return json_response({"error": "not_found"}, 404)
+            return JSONResponse({"error": "not_found"}, 404)
         token = sign_entity_configuration(app.entity, now=int(self.clock()))
         return Response(token, media_type=ENTITY_STATEMENT_CONTENT_TYPE, headers={
             "cache-control": f"public, max-age={ENTITY_CONFIGURATION_MAX_AGE}"})
 
-    async def discovery(self, request: Request) -> Answer:
+    async def discovery(self, request: Request) -> Response:
         app = await self._app_or_404(request)
         if app is None:
-            return json_response({"error": "not_found"}, 404)
+            return JSONResponse({"error": "not_found"}, 404)
         sk = app.short_key
         claims = sorted({c for s in app.scopes for c in SCOPE_CLAIMS.get(s, ())}
                         | {"sub", "iss", "aud", "exp", "iat", "nonce", "acr", "amr",
@@ -301,111 +209,140 @@ class BrokerWeb:
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
         }
-        return json_response(doc, headers={"cache-control": "public, max-age=300"})
+        return JSONResponse(doc, headers={"cache-control": "public, max-age=300"})
 
-    async def jwks(self, request: Request) -> Answer:
+    async def jwks(self, request: Request) -> Response:
         app = await self._app_or_404(request)
         if app is None:
-            return json_response({"error": "not_found"}, 404)
-        return json_response({"keys": [k.public_dict() for k in app.provider_jwks]},
+            return JSONResponse({"error": "not_found"}, 404)
+        return JSONResponse({"keys": [k.public_dict() for k in app.provider_jwks]},
                              headers={"cache-control": "public, max-age=300"})
 
-    async def idps(self, request: Request) -> Answer:
+    async def idps(self, request: Request) -> Response:
         """Gateway mode: the verified IdP list, for apps that render their own chooser."""
         app = await self._app_or_404(request)
         if app is None:
-            return json_response({"error": "not_found"}, 404)
+            return JSONResponse({"error": "not_found"}, 404)
         try:
             entries = await self.service.upstream.idps()
         except UpstreamError:
-            return json_response({"error": "temporarily_unavailable",
+            return JSONResponse({"error": "temporarily_unavailable",
                                   "error_description": "the federation's IdP list is unavailable"},
                                  503)
-        return json_response({"idps": [
+        return JSONResponse({"idps": [
             {"idp_hint": e.iss, "organization_name": e.organization_name,
              "logo_uri": e.logo_uri, "pkv": e.pkv} for e in entries]},
             headers={"cache-control": "public, max-age=300"})
 
-    # authorize, callback and token (every login's three requests) read the ASGI scope
-    # directly; a Starlette Request is built only for the rare answers that need one
+    # authorize, chooser, callback and token: the login's steps
 
-    async def authorize(self, scope: Scope, receive: Receive) -> Answer:
-        params, dup = _query(scope)
-        outcome = await self.service.authorize(scope["path_params"]["short_key"], params,
+    async def authorize(self, request: Request) -> Response:
+        params, dup = _single(request.query_params.multi_items())
+        outcome = await self.service.authorize(request.path_params["short_key"], params,
                                                duplicated=dup)
-        if isinstance(outcome, Redirect):
-            return redirect(outcome.url)
-        return self._outcome(Request(scope, receive), outcome)
-
-    async def choose(self, request: Request) -> Answer:
-        form = await request.form()
-        params, _dup = _single(form.multi_items())
-        outcome = await self.service.choose(
-            request.path_params["short_key"], params.get("tx", ""), params.get("idp", ""),
-            params.get("lang"))
         return self._outcome(request, outcome)
 
-    async def callback(self, scope: Scope, receive: Receive) -> Answer:
-        params, _dup = _query(scope)
-        outcome = await self.service.callback(scope["path_params"]["short_key"], params)
-        if isinstance(outcome, Redirect):
-            return redirect(outcome.url)
-        return self._outcome(Request(scope, receive), outcome)
-
-    async def token(self, scope: Scope, receive: Receive) -> Answer:
-        # Starlette's headers.get (the first one) and headers.getlist, on the raw list
-        content_type: bytes | None = None
-        authorization: list[str] = []
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                if content_type is None:
-                    content_type = value
-            elif name == b"authorization":
-                authorization.append(value.decode("latin-1"))
-        ctype = (content_type or b"").decode("latin-1").split(";")[0].strip().lower()
-        if ctype != "application/x-www-form-urlencoded":
-            return json_response({"error": "invalid_request", "error_description":
-                                  "the token request must be application/x-www-form-urlencoded"},
-                                 400, headers={"cache-control": "no-store"})
-        items = await _urlencoded_body(receive)
+    async def choose(self, request: Request) -> Response:
+        items = await _form(request)
         if items is None:
-            return json_response({"error": "invalid_request", "error_description":
-                                  "the token request body is too large or not valid UTF-8"},
-                                 400, headers={"cache-control": "no-store"})
-        answer = await self.service.token(scope["path_params"]["short_key"], items,
-                                          authorization)
-        return json_response(answer.body, answer.status, headers=answer.headers)
+            return self.error_page(request, "invalid_request", 400)
+        params, _dup = _single(items)
+        tx = params.get("tx", "")
+        if not _fits_store_key(tx):  # empty or longer than any transaction id we issue
+            return self.error_page(request, "login_expired", 400)
+        outcome = await self.service.choose(
+            request.path_params["short_key"], tx, params.get("idp", ""), params.get("lang"))
+        return self._outcome(request, outcome)
 
-    async def healthz(self, scope: Scope, receive: Receive) -> Answer:
-        return json_response({"status": "ok"})
+    async def callback(self, request: Request) -> Response:
+        params, _dup = _single(request.query_params.multi_items())
+        if "state" in params and not _fits_store_key(params["state"]):
+            return self.error_page(request, "login_expired", 400)
+        outcome = await self.service.callback(request.path_params["short_key"], params)
+        return self._outcome(request, outcome)
 
-    async def not_found(self, request: Request) -> Answer:
+    async def token(self, request: Request) -> Response:
+        items = await _form(request)
+        if items is None:
+            return _oauth_error("invalid_request", "the token request must be an "
+                                "application/x-www-form-urlencoded body of at most 16 KiB "
+                                "in UTF-8", 400)
+        try:
+            answer = await self.service.token(request.path_params["short_key"], items,
+                                              request.headers.getlist("authorization"))
+        except SealError:  # a code no store key can be made of (empty, over-long)
+            return _oauth_error("invalid_grant", "the code is invalid, expired or already used",
+                                400)
+        return JSONResponse(answer.body, answer.status, headers=answer.headers)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def static_file(self, request: Request) -> Response:
+        """The stylesheet and script below ``/static`` (StaticFiles' own path checks)."""
+        scope = {**request.scope, "root_path": request.scope.get("root_path", "") + "/static"}
+        try:
+            return await _FILES.get_response(_FILES.get_path(scope), scope)
+        except HTTPException:  # no such file
+            return await self.not_found(request, None)
+
+    # ---------------------------------------------------------------- error answers
+
+    async def not_found(self, request: Request, exc: Exception | None) -> Response:
         if _wants_json(request):
-            return json_response({"error": "not_found"}, 404)
+            return JSONResponse({"error": "not_found"}, 404)
         return self.error_page(request, "not_found", 404)
 
-    async def server_error(self, request: Request) -> Answer:
+    async def method_not_allowed(self, request: Request, exc: Exception) -> Response:
+        allowed = (exc.headers or {}).get("Allow", "") if isinstance(exc, HTTPException) else ""
+        allow = ", ".join(sorted(m.strip() for m in allowed.split(",") if m.strip()))
+        return JSONResponse({"error": "invalid_request", "error_description":  # RFC 9110 §15.5.6
+                             "method not allowed"}, 405, headers={"allow": allow})
+
+    async def store_unavailable(self, request: Request, exc: Exception) -> Response:
+        """The transient store is full or cannot be reached: 503 with ``Retry-After``
+        (RFC 9110 §15.6.4, §10.2.3) — OAuth ``temporarily_unavailable`` toward apps, a page
+        toward people — never a 500. A sealed entry that cannot be opened (tampered, or under
+        a key no longer held) is a login that cannot be continued instead."""
+        if isinstance(exc, SealError):
+            if _wants_json(request):
+                return _oauth_error("invalid_grant",
+                                    "the code is invalid, expired or already used", 400)
+            return self.error_page(request, "login_expired", 400)
+        retry = {"retry-after": str(RETRY_AFTER)}
+        if _wants_json(request):
+            return _oauth_error("temporarily_unavailable",
+                                "the login service is busy; try again later", 503, retry)
+        page = self.error_page(request, "temporarily_unavailable", 503)
+        page.headers.update(retry)
+        return page
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
         """The last-resort answer: a friendly page or OAuth-style JSON with an incident id;
         the :class:`Guard` logs the exception's type under the same id."""
         incident = incident_id(request.scope)
         if _wants_json(request):
-            return json_response({"error": "server_error",
-                                  "error_description": f"internal error, incident {incident}"},
-                                 500)
+            return JSONResponse({"error": "server_error",
+                                 "error_description": f"internal error, incident {incident}"},
+                                500)
         return self.error_page(request, "server_error", 500, incident=incident)
 
-    async def method_not_allowed(self, request: Request, allowed: frozenset[str]) -> Answer:
-        return json_response({"error": "invalid_request",
-                              "error_description": "method not allowed"}, 405,
-                             headers={"allow": ", ".join(sorted(allowed))})  # RFC 9110 §15.5.6
+    def refusal(self, scope: Scope, status: int, description: str) -> ASGIApp:
+        """How :class:`HttpGuard` refuses a request (400, 408, 413, 415): OAuth JSON toward
+        apps, a page toward people."""
+        request = Request(scope)
+        if _wants_json(request):
+            return _oauth_error("invalid_request", description, status)
+        return self.error_page(request, "request_timeout" if status == 408
+                               else "invalid_request", status)
 
-    def endpoints(self) -> dict[str, tuple[Endpoint | Asgi, frozenset[str]]]:
+    def endpoints(self) -> dict[str, tuple[Endpoint, list[str]]]:
         """Per application: path below ``/<short-key>/`` → (endpoint, methods)."""
         return {
-            "authorize": (Asgi(self.authorize), _GET),
-            "callback": (Asgi(self.callback), _GET),
-            "token": (Asgi(self.token), _POST),
+            "authorize": (self.authorize, _GET),
             "authorize/choose": (self.choose, _POST),
+            "callback": (self.callback, _GET),
+            "token": (self.token, _POST),
             ".well-known/openid-federation": (self.entity_configuration, _GET),
             ".well-known/openid-configuration": (self.discovery, _GET),
             "jwks": (self.jwks, _GET),
@@ -413,98 +350,100 @@ class BrokerWeb:
         }
 
 
-Endpoint = Callable[[Request], Awaitable[Answer]]
-AsgiEndpoint = Callable[[Scope, Receive], Awaitable[Answer]]
-_GET = frozenset({"GET", "HEAD"})
-_POST = frozenset({"POST"})
+Endpoint = Callable[[Request], Awaitable[Response]]
+_GET = ["GET"]  # Starlette adds HEAD
+_POST = ["POST"]
+_FILES = StaticFiles(directory=_HERE / "static")
+RETRY_AFTER = 30
+"""Seconds a client is asked to wait when the transient store is full or unreachable."""
+MAX_FORM_FIELDS = 32
+MAX_STORE_KEY = 512
+"""The longest ``tx``, ``state`` or code the transient store takes as a key."""
 
 
-@dataclass(frozen=True)
-class Asgi:
-    """In :meth:`BrokerWeb.endpoints`: an endpoint that takes the ASGI scope and receive
-    channel instead of a Starlette ``Request``."""
-
-    endpoint: AsgiEndpoint
+def _fits_store_key(value: str) -> bool:
+    return 0 < len(value) <= MAX_STORE_KEY
 
 
-def _asgi(endpoint: Endpoint | Asgi) -> AsgiEndpoint:
-    """Every route as an :data:`AsgiEndpoint`; a ``Request`` only for those that take one."""
-    if isinstance(endpoint, Asgi):
-        return endpoint.endpoint
-
-    def with_request(scope: Scope, receive: Receive) -> Awaitable[Answer]:
-        return endpoint(Request(scope, receive))
-
-    return with_request
+def _oauth_error(error: str, description: str, status: int,
+                 headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status,
+                        headers={"cache-control": "no-store", **(headers or {})})
 
 
-class BrokerApp:
-    """The public role's routing: one table lookup per request.
+def _single(items: Iterable[tuple[str, Any]]) -> tuple[dict[str, str], frozenset[str]]:
+    """Parameters by name, and the names that were given more than once."""
+    out: dict[str, str] = {}
+    dup: set[str] = set()
+    for k, v in items:
+        if not isinstance(v, str):
+            continue
+        if k in out:
+            dup.add(k)
+        out[k] = v
+    return out, frozenset(dup)
 
-    ``/<short-key>/<endpoint>`` for every application (:meth:`BrokerWeb.endpoints`),
-    ``/healthz``, the stylesheet and script under ``/static``, and optionally other ASGI apps
-    under their own path prefix (the demo app under ``/app``), which take precedence. Paths
-    match exactly (no trailing-slash redirects); anything else is a 404, a wrong method a
-    405 with ``Allow``. An exception in an endpoint becomes :meth:`BrokerWeb.server_error`'s
-    answer and is re-raised for the :class:`Guard` to log (with the same incident id).
 
-    A dictionary lookup instead of a router that tries a regular expression per route and a
-    middleware stack of its own, and no Starlette ``Request`` unless the endpoint (or a
-    404/405/500 answer) takes one: the three requests of every login pass through here, and
-    this path is part of the broker's CPU per login (docs/performance.md).
-    """
+async def _form(request: Request) -> Sequence[tuple[str, str]] | None:
+    """An ``application/x-www-form-urlencoded`` body in order, repeats kept; ``None`` when
+    the content type is another, or the body is larger than 16 KiB, has more than
+    :data:`MAX_FORM_FIELDS` fields or is not UTF-8 (:class:`HttpGuard` has already bounded
+    its size and the time it may take)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        return None
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        return None
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict",
+                         max_num_fields=MAX_FORM_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        return None
 
-    def __init__(self, web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = None) -> None:
-        self.web = web
-        self._per_app = {path: (_asgi(endpoint), methods)
-                         for path, (endpoint, methods) in web.endpoints().items()}
-        self._plain: dict[str, tuple[AsgiEndpoint, frozenset[str]]] = {
-            "/healthz": (web.healthz, _GET)}
-        self._static = (_asgi(self._static_file), _GET)
-        self._mounts: list[tuple[str, str, ASGIApp]] = []
-        for prefix, app in (mounts or {}).items():
-            p = prefix.rstrip("/")
-            self._mounts.append((p, p + "/", app))  # the prefix itself, and below it
-        self._files = StaticFiles(directory=_HERE / "static")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return  # no websockets; lifespan events are not used
-        path: str = scope["path"]
-        route = self._plain.get(path)
-        if route is None:
-            for prefix, below, app in self._mounts:
-                if path == prefix or path.startswith(below):
-                    await app(scope, receive, send)
-                    return
-            short_key, slash, rest = path[1:].partition("/")
-            if slash and short_key:
-                route = self._per_app.get(rest)
-                scope["path_params"] = {"short_key": short_key}
-            if route is None and path.startswith("/static/"):
-                route = self._static
-        try:
-            if route is None:
-                response = await self.web.not_found(Request(scope, receive))
-            elif scope["method"] not in route[1]:
-                response = await self.web.method_not_allowed(Request(scope, receive), route[1])
-            else:
-                response = await route[0](scope, receive)
-        except Exception:
-            await (await self.web.server_error(Request(scope, receive)))(scope, receive, send)
-            raise  # the Guard logs it under the incident id the answer names
-        await response(scope, receive, send)
+class _Prefix(BaseRoute):
+    """Another ASGI app at a path prefix (the demo app at ``/app``): the prefix itself and
+    everything below it, with the path as it came (the app routes on full paths)."""
 
-    async def _static_file(self, request: Request) -> Answer:
-        """The stylesheet and script below ``/static`` (StaticFiles' own path checks)."""
-        scope = {**request.scope, "root_path": request.scope.get("root_path", "") + "/static"}
-        try:
-            return await self._files.get_response(self._files.get_path(scope), scope)
-        except HTTPException:  # no such file
-            return await self.web.not_found(request)
+    def __init__(self, prefix: str, app: ASGIApp) -> None:
+        self.prefix = prefix.rstrip("/")
+        self.below = self.prefix + "/"
+        self.app = app
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and (path == self.prefix or path.startswith(self.below)):
+            return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inner = {k: v for k, v in scope.items() if k not in ("app", "router", "endpoint")}
+        await self.app(inner, receive, send)
 
 
 def create_broker_app(web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = None,
-                      *, hsts: bool = True) -> Guard:
-    """The public role's ASGI app: routes, 404/405 answers, security headers, error guard."""
-    return Guard(BrokerApp(web, mounts), hsts=hsts)
+                      *, hsts: bool = True, body_timeout: float = BODY_TIMEOUT) -> Guard:
+    """The public role's ASGI app: Starlette routes with the 404/405/503/500 answers, behind
+    the request checks of :class:`HttpGuard` and the headers of :class:`Guard`.
+
+    Paths match exactly (no trailing-slash redirects); anything else is a 404, a wrong
+    method a 405 with ``Allow``. An exception in an endpoint becomes
+    :meth:`BrokerWeb.server_error`'s answer and is re-raised for the :class:`Guard` to log
+    (with the same incident id)."""
+    routes: list[BaseRoute] = [_Prefix(prefix, app) for prefix, app in (mounts or {}).items()]
+    routes += [Route("/{short_key}/" + path, endpoint, methods=methods)
+               for path, (endpoint, methods) in web.endpoints().items()]
+    routes += [Route("/healthz", web.healthz, methods=_GET),
+               Route("/static/{path:path}", web.static_file, methods=_GET)]
+    app = Starlette(routes=routes, exception_handlers={
+        404: web.not_found,
+        405: web.method_not_allowed,
+        StoreError: web.store_unavailable,
+        Exception: web.server_error,
+    })
+    app.router.redirect_slashes = False
+    return Guard(HttpGuard(app, body_timeout=body_timeout, refusal=web.refusal), hsts=hsts)

@@ -54,6 +54,8 @@ ERRORS: dict[str, dict[str, str]] = {
         "idp_mismatch": "Die Antwort kam nicht von der gewählten Krankenversicherung. Bitte beginnen Sie die Anmeldung erneut.",
         "server_error": "Ein interner Fehler ist aufgetreten.",
         "not_found": "Diese Seite gibt es nicht.",
+        "temporarily_unavailable": "Der Anmeldedienst ist gerade ausgelastet. Bitte versuchen Sie es in einer Minute erneut.",
+        "request_timeout": "Die Anfrage ist nicht rechtzeitig angekommen. Bitte versuchen Sie es erneut.",
     },
     "en": {
         "invalid_request": "The application's request is incomplete or malformed.",
@@ -66,6 +68,8 @@ ERRORS: dict[str, dict[str, str]] = {
         "idp_mismatch": "The answer did not come from the health insurer you chose. Please start the login again.",
         "server_error": "An internal error occurred.",
         "not_found": "This page does not exist.",
+        "temporarily_unavailable": "The login service is busy right now. Please try again in a minute.",
+        "request_timeout": "The request did not arrive in time. Please try again.",
     },
 }
 
