@@ -41,7 +41,7 @@ from joserfc.errors import JoseError as _LibraryError
 from joserfc.jwk import ECKey
 from joserfc.util import json_b64decode, urlsafe_b64decode, urlsafe_b64encode
 
-from .. import fastjson
+from .. import jsoncodec
 
 __all__ = [
     "JWK",
@@ -310,7 +310,7 @@ class ParsedJWS:
 
     def payload_json(self) -> dict[str, Any]:
         try:
-            data = fastjson.loads(self.payload_bytes)
+            data = jsoncodec.loads(self.payload_bytes)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise JoseError("JWS payload is not JSON") from exc
         if not isinstance(data, dict):
@@ -340,7 +340,7 @@ def sign_jws(
     if extra_headers:
         _refuse_header_overrides(extra_headers, ("alg", "crit", "b64"))
         header.update(extra_headers)
-    body = payload if isinstance(payload, bytes) else fastjson.dumps(payload)
+    body = payload if isinstance(payload, bytes) else jsoncodec.dumps(payload)
     try:
         return _jws.serialize_compact(header, body, key.joserfc_key, registry=_JWS_REGISTRY)
     except _LIBRARY_FAILURES as exc:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .. import fastjson
+from .. import jsoncodec
 
 __all__ = [
     "ClientIdentity",
@@ -47,7 +47,7 @@ class HttpResponse:
         return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        return fastjson.loads(self.content)
+        return jsoncodec.loads(self.content)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NoReturn, TypeVar
 
-from .. import fastjson
+from .. import jsoncodec
 from .errors import CorruptTransaction, IllegalTransition, TransactionExpired
 
 __all__ = [
@@ -446,7 +446,7 @@ def encode(txn: LiveTransaction) -> bytes:
     body = _to_obj(txn)
     body["v"] = FORMAT_VERSIONS[type(txn)]
     body["s"] = txn.state.value
-    return fastjson.dumps(body)
+    return jsoncodec.dumps(body)
 
 
 _BY_STATE: Mapping[str, type[Started] | type[UpstreamPending] | type[CodeIssued]] = {
@@ -459,7 +459,7 @@ _BY_STATE: Mapping[str, type[Started] | type[UpstreamPending] | type[CodeIssued]
 def decode(data: bytes, expected: type[_T]) -> _T:
     """Decode :func:`encode` output and insist on the ``expected`` state's class."""
     try:
-        obj = fastjson.loads(data)
+        obj = jsoncodec.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise CorruptTransaction("stored login is not JSON") from None
     if not isinstance(obj, dict):

@@ -28,9 +28,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-from ..http.forms import urlencode
 from ..login import transaction as tx
 from ..login.errors import IllegalTransition, LoginError, TransactionExpired
 from ..login.store import TransientStore

@@ -28,13 +28,12 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import anyio
 
 from ..crypto.jose import b64u_encode
 from ..http import ClientIdentity, HttpClient, HttpResponse, HttpTransportError
-from ..http.forms import urlencode
 from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
 from .errors import ParError, oauth_error_code, sanitize
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .. import fastjson
+from .. import jsoncodec
 from .errors import AuthorizationResponseError
 
 __all__ = ["FORMAT_VERSION", "PendingLogin"]
@@ -40,7 +40,7 @@ class PendingLogin:
     redirect_uri: str
 
     def encode(self) -> bytes:
-        return fastjson.dumps({"v": FORMAT_VERSION, "i": self.idp, "n": self.nonce,
+        return jsoncodec.dumps({"v": FORMAT_VERSION, "i": self.idp, "n": self.nonce,
                                "cv": self.code_verifier, "r": self.redirect_uri})
 
     @classmethod
@@ -51,7 +51,7 @@ class PendingLogin:
         if not isinstance(data, bytes) or len(data) > _MAX_SIZE:
             raise AuthorizationResponseError("the pending upstream login is not readable")
         try:
-            obj = fastjson.loads(data)
+            obj = jsoncodec.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise AuthorizationResponseError("the pending upstream login is not JSON") from None
         if not isinstance(obj, dict) or obj.get("v") != FORMAT_VERSION:

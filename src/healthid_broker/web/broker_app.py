@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import fastjson
+from .. import jsoncodec
 from ..federation.statements import ENTITY_STATEMENT_CONTENT_TYPE
 from ..login.errors import SealError, StoreError
 from ..provider.claims import SCOPE_CLAIMS
@@ -59,10 +59,10 @@ ENTITY_CONFIGURATION_MAX_AGE = 600
 
 class JSONResponse(StarletteJSONResponse):
     """Starlette's ``JSONResponse`` with the body rendered by orjson
-    (:mod:`healthid_broker.fastjson`: the same bytes, faster)."""
+    (:mod:`healthid_broker.jsoncodec`: the same bytes, faster)."""
 
     def render(self, content: Any) -> bytes:
-        return fastjson.dumps(content)
+        return jsoncodec.dumps(content)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ accepts what ``json.loads`` accepts except the non-JSON literals ``NaN``, ``Infi
 ``-Infinity`` (RFC 8259 §6), which it refuses. orjson handles the common case several times
 faster (docs/performance.md); the few inputs it refuses — integers beyond 64 bits, UTF-16 or
 UTF-32 byte input — go to the standard library, so behaviour at the edges (and for hostile
-input) stays that of the standard library. ``tests/test_fastjson.py`` checks both against
+input) stays that of the standard library. ``tests/test_jsoncodec.py`` checks both against
 it with hypothesis.
 """
 
