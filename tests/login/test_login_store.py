@@ -365,6 +365,7 @@ def _commandstat(info: dict[str, Any], command: str) -> dict[str, int]:
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 async def test_redis_oom_is_store_full_with_one_command_per_refusal(redis_server: Any) -> None:
     """A Redis at ``maxmemory`` (noeviction) refuses writes with an OOM error reply: the
     store raises StoreFull, each refused write is exactly one rejected SET (no retries),
@@ -420,6 +421,7 @@ async def test_unreachable_redis_is_store_unavailable_without_retry_storm() -> N
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 async def test_redis_timeout_is_store_unavailable_after_one_timeout(redis_server: Any) -> None:
     """A command that gets no answer within the command timeout fails once (a timed-out
     write is never re-sent) with StoreUnavailable."""

@@ -28,7 +28,7 @@ from healthid_broker.crypto.keys import (
 from healthid_broker.http import ClientIdentity, HttpTransportError, tls_client_context
 from healthid_broker.http.client import OutboundClient
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture(params=[

@@ -201,6 +201,7 @@ def _client_cert(ca: LocalCA) -> tuple[bytes, bytes]:
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 async def test_tls_with_client_certificate(redis_server: Any, tmp_path: Path) -> None:
     """rediss:// against a real TLS Redis that requires client certificates: the right CA
     and certificate work; an unknown CA or a missing client certificate fail."""
@@ -241,6 +242,7 @@ async def test_tls_with_client_certificate(redis_server: Any, tmp_path: Path) ->
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 async def test_sentinel_finds_the_master(redis_server: Any) -> None:
     """A real Sentinel (redis-server --sentinel) on loopback monitoring a private master;
     the client asks it for the master, by URL and by options."""

@@ -198,6 +198,7 @@ def _race_create(path: str, barrier: multiprocessing.synchronize.Barrier, i: int
              if seen == content or not created else "own content lost"))
 
 
+@pytest.mark.slow
 def test_exclusive_create_one_winner_and_no_partial_file(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("fork")
     n = 8
@@ -260,6 +261,7 @@ def _serve(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     ["--redis-url", "redis://127.0.0.1:1/0"],
     ["--database-url", "postgresql+psycopg://nobody@127.0.0.1:1/nothing"],
 ])
+@pytest.mark.slow
 def test_shared_serve_refuses_to_start_without_secrets(tmp_path: Path, shape: list[str]) -> None:
     # Refused before the database or Redis is touched (the URLs lead nowhere).
     r = _serve(tmp_path, *shape)
@@ -270,6 +272,7 @@ def test_shared_serve_refuses_to_start_without_secrets(tmp_path: Path, shape: li
     assert not [p for p in (tmp_path / "data").glob("*") if p.name in SECRET_FILES]
 
 
+@pytest.mark.slow
 def test_shared_serve_refuses_a_damaged_secret(tmp_path: Path) -> None:
     init_secrets(tmp_path / "data")
     (tmp_path / "data" / PAIRWISE_FILE_NAME).write_bytes(b"")
@@ -278,6 +281,7 @@ def test_shared_serve_refuses_a_damaged_secret(tmp_path: Path) -> None:
     assert (tmp_path / "data" / PAIRWISE_FILE_NAME).read_bytes() == b""
 
 
+@pytest.mark.slow
 def test_init_cli_says_what_it_did(tmp_path: Path) -> None:
     d = tmp_path / "data"
     first = subprocess.run([*CLI, "init", "--data-dir", str(d)], capture_output=True,
@@ -305,6 +309,7 @@ def _first_start(d: str, barrier: multiprocessing.synchronize.Barrier,
     out.put((s.kek.kek_id, s.pairwise_root.hex(), s.sealer.seal("p", "k", b"v")))
 
 
+@pytest.mark.slow
 def test_embedded_first_starts_at_once_share_one_set(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("fork")
     n = 4

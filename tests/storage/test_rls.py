@@ -305,6 +305,7 @@ def _cli(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_four_processes_set_up_roles_and_migrate_at_once(
     pg_url: str, role_names: tuple[str, str, str], tmp_path: Path
 ) -> None:

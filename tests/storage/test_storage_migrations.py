@@ -48,6 +48,7 @@ def test_no_identity_data_columns() -> None:
             assert not any(f in col.name.lower() for f in FORBIDDEN), (table.name, col.name)
 
 
+@pytest.mark.slow
 def test_four_processes_migrate_one_sqlite_file_at_once(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("healthid-broker")
     procs = [

@@ -20,6 +20,9 @@ from healthid_broker.provider.service import ErrorPage, TokenAnswer
 from healthid_broker.web.broker_app import BrokerWeb, Urls, create_broker_app
 from healthid_broker.web.server import RunningServer, start_server
 
+pytestmark = pytest.mark.slow
+
+
 HOST = "127.0.0.1"
 T = TypeVar("T")
 
