@@ -546,9 +546,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sb_file.write_text(json.dumps(sb_info), "utf-8")
         argv = [py, str(HERE / "_broker_entry.py"), "demo", "--port", "0",
                 "--data-dir", str(work / "broker"), "--json", "--external-sandbox", str(sb_file),
-                # rate limits on (their cost is measured) but far above the load
-                *(a for c in ("authorize", "choose", "callback", "token", "client.authorize",
-                              "client.token") for a in ("--rate-limit", f"{c}=100000000"))]
+                # rate limits on (their cost is measured) but far above the load, or off
+                *(("--rate-limit", "off") if args.no_rate_limit else
+                  (a for c in ("authorize", "choose", "callback", "token", "client.authorize",
+                               "client.token") for a in ("--rate-limit", f"{c}=100000000")))]
         if args.redis_url:
             argv += ["--redis-url", args.redis_url]
         env = dict(os.environ)
@@ -694,6 +695,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="no new login starts after this many seconds (%(default)s)")
     p.add_argument("--profile", metavar="FILE",
                    help="run the broker under cProfile and write its stats to FILE")
+    p.add_argument("--no-rate-limit", action="store_true",
+                   help="run the broker without its rate limiter (to measure what it costs)")
     p.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
                    help="the load generator's HTTP client: aiohttp (bench/load_client.py, "
                    "default) or httpx (several CPU-ms per login of its own on the same "

@@ -290,8 +290,9 @@ async def test_two_limiters_share_one_redis(redis_client: tuple[Redis, str]) -> 
     client, prefix = redis_client
     other = connect_redis(RedisSettings(url="redis://127.0.0.1:6379/0"))
     try:
-        first, _ = _limited(RedisRateLimiter(client, prefix=prefix), token=4)
-        second, _ = _limited(RedisRateLimiter(other, prefix=prefix), token=4)
+        # sync_interval=0: every count goes to Redis at once (exact sharing)
+        first, _ = _limited(RedisRateLimiter(client, prefix=prefix, sync_interval=0), token=4)
+        second, _ = _limited(RedisRateLimiter(other, prefix=prefix, sync_interval=0), token=4)
         statuses = [(await call(app, "/a/token", method="POST"))[0]
                     for app in (first, second, first, second, first, second)]
         assert statuses == [200, 200, 200, 200, 429, 429]
@@ -309,7 +310,7 @@ async def test_two_limiters_share_one_redis(redis_client: tuple[Redis, str]) -> 
 @pytest.mark.redis
 async def test_redis_counts_stop_at_the_address_limit(redis_client: tuple[Redis, str]) -> None:
     client, prefix = redis_client
-    app, _ = _limited(RedisRateLimiter(client, prefix=prefix), authorize=3,
+    app, _ = _limited(RedisRateLimiter(client, prefix=prefix, sync_interval=0), authorize=3,
                       client_authorize=10)
     q = "client_id=shared"
     results = [(await call(app, "/a/authorize", query=q, client="198.51.100.1"))[0]
@@ -321,21 +322,50 @@ async def test_redis_counts_stop_at_the_address_limit(redis_client: tuple[Redis,
 
 
 @pytest.mark.redis
-async def test_redis_failure_lets_requests_through(caplog: pytest.LogCaptureFixture) -> None:
+async def test_redis_failure_falls_back_to_per_process_counts(
+        caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     gone = connect_redis(RedisSettings(url=f"redis://127.0.0.1:{port}/0",
                                        connect_timeout=0.3))
     try:
-        app, inner = _limited(RedisRateLimiter(gone), token=1)
-        for _ in range(3):
-            assert (await call(app, "/a/token", method="POST"))[0] == 200
-        assert inner.calls == 3
-        warnings = [r for r in caplog.records if "rate limiting is suspended" in r.message]
+        app, inner = _limited(RedisRateLimiter(gone, sync_interval=0), token=2)
+        statuses = [(await call(app, "/a/token", method="POST"))[0] for _ in range(4)]
+        assert statuses == [200, 200, 429, 429]  # the process's own counts still limit
+        assert inner.calls == 2
+        warnings = [r for r in caplog.records if "count per process only" in r.message]
         assert len(warnings) == 1  # once, not per request
     finally:
         await gone.aclose()
+
+
+@pytest.mark.redis
+async def test_periodic_sync_shares_counts_between_processes(
+        redis_client: tuple[Redis, str]) -> None:
+    """With the default periodic sync, one process refuses at once what it counted itself,
+    and another process sees those counts after the next sync."""
+    client, prefix = redis_client
+    other = connect_redis(RedisSettings(url="redis://127.0.0.1:6379/0"))
+    first_limiter = RedisRateLimiter(client, prefix=prefix, sync_interval=0.05)
+    second_limiter = RedisRateLimiter(other, prefix=prefix, sync_interval=0.05)
+    try:
+        first, _ = _limited(first_limiter, token=3)
+        second, _ = _limited(second_limiter, token=3)
+        statuses = [(await call(first, "/a/token", method="POST"))[0] for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]  # refused locally, before any sync
+        await asyncio.sleep(0.2)  # the first process has sent its counts
+        # the second learns the total with its own first sync: at most one interval's
+        # requests pass late, then it refuses too
+        await call(second, "/a/token", method="POST")
+        await asyncio.sleep(0.2)
+        assert (await call(second, "/a/token", method="POST"))[0] == 429
+        keys = [k async for k in client.scan_iter(match=prefix.rstrip(":") + "-rl:*")]
+        assert len(keys) == 1 and int(await client.get(keys[0])) >= 5
+    finally:
+        await first_limiter.aclose()
+        await second_limiter.aclose()
+        await other.aclose()
 
 
 @pytest.mark.redis

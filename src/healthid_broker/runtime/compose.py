@@ -106,6 +106,8 @@ def build_broker(
                                    static_base=f"{urls.browser_base}/static",
                                    sandbox=settings.environment == "sandbox")
     rt = BrokerRuntime(settings, tenancy, directory, upstream, service, web, http_client, asgi)
+    if rate_limiter is not None:
+        rt.closers.append(rate_limiter.aclose)  # before the caller's Redis client closes
     if own_http is not None:
         rt.closers.append(own_http.aclose)
     return rt

@@ -32,8 +32,10 @@ middleware stack this sits.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -185,6 +187,8 @@ class RateLimiter(Protocol):
 
     async def hit(self, buckets: Sequence[tuple[str, int]]) -> float | None: ...
 
+    async def aclose(self) -> None: ...
+
 
 class MemoryRateLimiter:
     """Fixed windows in a bounded map (one process: the embedded shape).
@@ -220,57 +224,140 @@ class MemoryRateLimiter:
             counts.popitem(last=False)
         return retry
 
+    async def aclose(self) -> None:
+        """Nothing to release (the counters live in this process)."""
 
-# INCR the counters in order; a counter without a TTL (a new window) gets the window's
-# PEXPIRE. Stops at the first counter over its limit (ARGV[i + 1]) and returns its index
-# (1-based) and remaining milliseconds; {0, 0} when every counter is within its limit.
-# Runs atomically in Redis.
-_HIT_SCRIPT = """
+
+# Adds each counter's increment (ARGV[i + 1]); a counter without a TTL (a new window) gets
+# the window's PEXPIRE (ARGV[1]). Returns every counter's total and remaining milliseconds,
+# flat: {n1, ttl1, n2, ttl2, ...}. Runs atomically in Redis.
+_ADD_SCRIPT = """
+local out = {}
 for i, key in ipairs(KEYS) do
-  local n = redis.call('INCR', key)
+  local n = redis.call('INCRBY', key, ARGV[i + 1])
   local ttl = redis.call('PTTL', key)
   if ttl < 0 then
     redis.call('PEXPIRE', key, ARGV[1])
     ttl = tonumber(ARGV[1])
   end
-  if n > tonumber(ARGV[i + 1]) then
-    return {i, ttl}
-  end
+  out[#out + 1] = n
+  out[#out + 1] = ttl
 end
-return {0, 0}
+return out
 """
 
 
 class RedisRateLimiter:
     """Fixed windows in Redis, shared by every broker process using the same ``prefix``
-    (the counters' keys start with ``<prefix without ':'>-rl:``)."""
+    (the counters' keys start with ``<prefix without ':'>-rl:``).
+
+    Requests are counted in the process and the counts are sent to Redis together every
+    ``sync_interval`` seconds — one script call for every counter touched since the last
+    one — which also brings back the totals of all processes. A request is judged by the
+    last totals plus what this process counted since: a process sees the others' requests
+    late — a counter's total reaches a process with the answer to its own next sync of that
+    counter — so across N processes a limit can be exceeded by what the other processes
+    admit within about one interval; a flood is refused at once by the process it reaches.
+    One Redis round trip per request cost the login about a sixth of its CPU
+    (docs/performance.md); ``sync_interval=0`` sends every count at once and is exact.
+
+    If Redis fails, each process goes on limiting with its own counts and logs one warning
+    a minute. At most ``max_entries`` known counters; the least recently used goes first.
+    """
 
     def __init__(self, client: Redis, *, prefix: str = "hidb:", window: float = WINDOW,
+                 sync_interval: float = 0.1, max_entries: int = 100_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if sync_interval < 0:
+            raise ValueError("sync_interval must be ≥ 0")
         self._client = client
         # beside the store's keys, not below them: "hidb:" → "hidb-rl:"
         self._prefix = prefix.rstrip(":") + "-rl:"
+        self._window = window
         self._window_ms = max(1, int(window * 1000))
-        self._script = client.register_script(_HIT_SCRIPT)
+        self._script = client.register_script(_ADD_SCRIPT)
+        self._interval = sync_interval
+        self._max_entries = max_entries
         self._clock = clock
         self._warned_at: float | None = None
+        # key → (window end on this process's clock, total of all processes at last sync)
+        self._known: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._pending: dict[str, int] = {}  # counted here, not yet sent
+        self._sending: dict[str, int] = {}  # sent, answer not yet back
+        self._syncer: asyncio.Task[None] | None = None
+
+    def _current(self, key: str, now: float) -> tuple[float, int]:
+        end, total = self._known.get(key, (0.0, 0))
+        if end <= now:
+            return now + self._window, 0
+        return end, total
 
     async def hit(self, buckets: Sequence[tuple[str, int]]) -> float | None:
-        if not buckets:
-            return None
-        keys = [self._prefix + key for key, _ in buckets]
+        if self._interval > 0 and self._syncer is None:
+            self._syncer = asyncio.create_task(self._sync_loop())
+        for key, limit in buckets:
+            self._pending[key] = self._pending.get(key, 0) + 1  # sync() swaps the dict
+            if self._interval == 0:
+                await self.sync()
+            now = self._clock()
+            end, total = self._current(key, now)
+            if total + self._sending.get(key, 0) + self._pending.get(key, 0) > limit:
+                return max(end - now, 0.001)
+        return None
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.sync()
+
+    async def sync(self) -> None:
+        """Send the counts made here since the last call and take back the totals."""
+        batch = self._pending
+        if not batch:
+            return
+        self._pending = {}
+        sending = self._sending
+        for key, n in batch.items():
+            sending[key] = sending.get(key, 0) + n
         try:
-            reply = await self._script(
-                keys=keys, args=[self._window_ms, *(limit for _, limit in buckets)])
+            reply = await self._script(keys=[self._prefix + k for k in batch],
+                                       args=[self._window_ms, *batch.values()])
         except (RedisError, OSError) as exc:
             now = self._clock()
             if self._warned_at is None or now - self._warned_at >= 60:
                 self._warned_at = now
-                log.warning("rate limiting is suspended: Redis failed (%s)",
+                log.warning("rate limits count per process only: Redis failed (%s)",
                             type(exc).__name__)
-            return None
-        exceeded, ttl_ms = int(reply[0]), int(reply[1])
-        return ttl_ms / 1000 if exceeded else None
+            for key, n in batch.items():  # keep limiting with this process's own counts
+                end, total = self._current(key, now)
+                self._remember(key, end, total + n)
+        else:
+            now = self._clock()
+            for i, key in enumerate(batch):
+                self._remember(key, now + int(reply[2 * i + 1]) / 1000, int(reply[2 * i]))
+        finally:
+            for key, n in batch.items():
+                left = sending[key] - n
+                if left:
+                    sending[key] = left
+                else:
+                    del sending[key]
+
+    def _remember(self, key: str, end: float, total: int) -> None:
+        known = self._known
+        known[key] = (end, total)
+        known.move_to_end(key)
+        while len(known) > self._max_entries:
+            known.popitem(last=False)
+
+    async def aclose(self) -> None:
+        """Stop the periodic sync and send what is still counted only here."""
+        if self._syncer is not None:
+            self._syncer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._syncer
+            self._syncer = None
+        await self.sync()
 
 
 # ---------------------------------------------------------------------------- the middleware
