@@ -31,6 +31,7 @@ from healthid_broker.web.rate_limit import (
     address_key,
     classify,
 )
+from healthid_broker.web.security import Guard
 
 pytestmark = pytest.mark.anyio
 
@@ -134,12 +135,13 @@ def test_limits_parse() -> None:
 # --------------------------------------------------------------------------- middleware
 
 
-def _limited(limiter: RateLimiter, **limits: int) -> tuple[RateLimitMiddleware, EchoApp]:
+def _limited(limiter: RateLimiter, **limits: int) -> tuple[Guard, EchoApp]:
     per_address = {k: v for k, v in limits.items() if not k.startswith("client_")}
     per_client = {k[len("client_"):]: v for k, v in limits.items() if k.startswith("client_")}
     inner = EchoApp()
-    return RateLimitMiddleware(inner, limiter, RateLimits(per_address, per_client),
-                               static_base="https://b.example/static"), inner
+    # as in the broker: the Guard outside sets the security headers (create_broker_app)
+    return Guard(RateLimitMiddleware(inner, limiter, RateLimits(per_address, per_client),
+                                     static_base="https://b.example/static")), inner
 
 
 async def test_address_flood_gets_429_page_and_others_pass() -> None:

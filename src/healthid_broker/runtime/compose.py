@@ -24,6 +24,7 @@ from ..tenancy.service import TenancyService
 from ..upstream.flow import Upstream
 from ..web.broker_app import BrokerWeb, Urls, create_broker_app
 from ..web.rate_limit import RateLimiter, RateLimitMiddleware, RateLimits
+from ..web.security import ASGIApp
 from .directory import TenancyDirectory
 from .secrets import BrokerSecrets, is_shared_shape, load_secrets
 from .settings import BrokerSettings
@@ -64,8 +65,8 @@ def build_broker(
     rate_limits: RateLimits | None = None,
 ) -> BrokerRuntime:
     """The public role. With ``rate_limiter`` the login path is rate limited
-    (``rate_limits``, default :class:`RateLimits`); the limiter sits outside the app and
-    sets the security headers on its own 429 answers."""
+    (``rate_limits``, default :class:`RateLimits`); the limiter sits inside the security
+    headers' :class:`~..web.security.Guard`, so its 429 answers carry them too."""
     settings.check()
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -99,12 +100,15 @@ def build_broker(
         directory, login_store, upstream, client_auth, clock=clock,
         token_endpoint=lambda app: urls.public(app.short_key, "token"))
     web = BrokerWeb(service, urls, sandbox=settings.environment == "sandbox", clock=clock)
-    asgi: Any = create_broker_app(web, mounts)
     limits = rate_limits or RateLimits()
-    if rate_limiter is not None and limits.enabled:
-        asgi = RateLimitMiddleware(asgi, rate_limiter, limits,
-                                   static_base=f"{urls.browser_base}/static",
-                                   sandbox=settings.environment == "sandbox")
+    limiter = rate_limiter if limits.enabled else None
+    limit = None
+    if limiter is not None:
+        def limit(app: ASGIApp) -> ASGIApp:
+            return RateLimitMiddleware(app, limiter, limits,
+                                       static_base=f"{urls.browser_base}/static",
+                                       sandbox=settings.environment == "sandbox")
+    asgi: Any = create_broker_app(web, mounts, limit=limit)
     rt = BrokerRuntime(settings, tenancy, directory, upstream, service, web, http_client, asgi)
     if rate_limiter is not None:
         rt.closers.append(rate_limiter.aclose)  # before the caller's Redis client closes

@@ -426,9 +426,12 @@ class _Prefix(BaseRoute):
 
 
 def create_broker_app(web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = None,
-                      *, hsts: bool = True, body_timeout: float = BODY_TIMEOUT) -> Guard:
+                      *, hsts: bool = True, body_timeout: float = BODY_TIMEOUT,
+                      limit: Callable[[ASGIApp], ASGIApp] | None = None) -> Guard:
     """The public role's ASGI app: Starlette routes with the 404/405/503/500 answers, behind
-    the request checks of :class:`HttpGuard` and the headers of :class:`Guard`.
+    the request checks of :class:`HttpGuard` and the headers of :class:`Guard`. ``limit``
+    wraps the routes inside both (the rate limiter: its 429 answers get the same headers,
+    and it counts only requests that passed the request checks).
 
     Paths match exactly (no trailing-slash redirects); anything else is a 404, a wrong
     method a 405 with ``Allow``. An exception in an endpoint becomes
@@ -446,4 +449,5 @@ def create_broker_app(web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = Non
         Exception: web.server_error,
     })
     app.router.redirect_slashes = False
-    return Guard(HttpGuard(app, body_timeout=body_timeout, refusal=web.refusal), hsts=hsts)
+    inner: ASGIApp = app if limit is None else limit(app)
+    return Guard(HttpGuard(inner, body_timeout=body_timeout, refusal=web.refusal), hsts=hsts)

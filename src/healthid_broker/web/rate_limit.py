@@ -16,18 +16,18 @@ Behind a reverse proxy the ASGI ``client`` is the proxy: configure the server to
 address from the proxy's header for trusted proxies only (uvicorn ``--proxy-headers
 --forwarded-allow-ips``), or every person shares the proxy's budget.
 
-Counters live in Redis when the broker runs as several processes (one Lua script per
-request: ``INCR`` and, for a new window, ``PEXPIRE`` for each counter — atomic, one round
-trip), in a bounded in-process map otherwise. When Redis fails the request is let through
-(the transient store answers 503 on its own) and a warning is logged at most once a minute.
+Counters live in Redis when the broker runs as several processes — counted in each process
+and sent together every 0.1 s (:class:`RedisRateLimiter`) — in a bounded in-process map
+otherwise. When Redis fails each process limits with its own counts and a warning is logged
+at most once a minute.
 
 An exceeded limit is answered ``429 Too Many Requests`` with ``Retry-After`` (RFC 6585 §4):
 a German/English page for people, and at the token endpoint an OAuth-style JSON error
 ``{"error": "temporarily_unavailable", ...}`` — RFC 6749 §5.2 has no code for rate limits;
 ``temporarily_unavailable`` is the registered code that means "try again later", and the
-status and ``Retry-After`` carry the rest. The answers carry the same security headers as
-every other answer of the broker (T-21), set here so that they do not depend on where in the
-middleware stack this sits.
+status and ``Retry-After`` carry the rest. The broker puts this middleware inside
+:class:`~.security.Guard`, so the answers carry the same security headers as every other
+answer (T-21).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,6 +54,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .i18n import pick_language
+from .security import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "CATEGORIES",
@@ -65,12 +66,6 @@ __all__ = [
     "RedisRateLimiter",
     "classify",
 ]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("healthid_broker.web")
 
@@ -381,19 +376,6 @@ TEXTS = {
     },
 }
 
-_PAGE_CSP = (b"default-src 'none'; img-src 'self' data:; style-src 'self'; "
-             b"form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
-_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
-    (b"content-security-policy", _PAGE_CSP),
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cache-control", b"no-store"),
-]
-_HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
-
 
 def _basic_user(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The client id of an HTTP Basic ``authorization`` header (RFC 6749 §2.3.1)."""
@@ -430,14 +412,12 @@ class RateLimitMiddleware:
     """Counts login-path requests and answers 429 when a limit is exceeded (module doc)."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter, limits: RateLimits, *,
-                 static_base: str = "/static", sandbox: bool = False,
-                 hsts: bool = True) -> None:
+                 static_base: str = "/static", sandbox: bool = False) -> None:
         self.app = app
         self.limiter = limiter
         self.limits = limits
         self.static_base = static_base.rstrip("/")
         self.sandbox = sandbox
-        self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -507,9 +487,9 @@ class RateLimitMiddleware:
         return client_id, replay
 
     async def _too_many(self, scope: Scope, send: Send, category: str, retry: int) -> None:
-        headers = [*_SECURITY_HEADERS, (b"retry-after", str(retry).encode())]
-        if self.hsts and scope.get("scheme") == "https":
-            headers.append(_HSTS)
+        # the security headers (CSP, HSTS, no-store, …) come from web.security.Guard, which
+        # sits outside this middleware (web.broker_app.create_broker_app)
+        headers = [(b"retry-after", str(retry).encode())]
         if category == "token":
             body = json.dumps({
                 "error": "temporarily_unavailable",
