@@ -14,7 +14,7 @@ Clients:
 * ``httpx`` — a bare ``httpx.AsyncClient`` configured the same way, ``.get``/``.post``;
 * ``aiohttp`` — ``aiohttp.ClientSession`` configured likewise (one session, bounded read via
   ``content.iter_chunked``, ``ClientTimeout(total, connect)``);
-* ``lean`` — the project's former own client, taken from git history (``--lean-commit``),
+* ``former`` — the project's former own client, taken from git history (``--former-commit``),
   for reference.
 
     .venv/bin/python bench/outbound_http.py --requests 2000 --repeat 5 [--json]
@@ -90,9 +90,9 @@ def _serve(workdir: Path, port: int) -> None:
 Exchange = Callable[[str], Awaitable[None]]  # one GET or POST, by method name
 
 
-def _lean_module(commit: str, workdir: Path) -> Any:
-    """The former own client from git history, importable as ``_lean_ref.lean``."""
-    pkg = workdir / "_lean_ref"
+def _former_module(commit: str, workdir: Path) -> Any:
+    """The former own client from git history, importable as ``_former_ref.lean``."""
+    pkg = workdir / "_former_ref"
     pkg.mkdir(exist_ok=True)
     repo = Path(__file__).resolve().parent.parent
     for name in ("lean.py", "forms.py"):
@@ -104,11 +104,11 @@ def _lean_module(commit: str, workdir: Path) -> Any:
         "from healthid_broker.http import ClientIdentity, HttpResponse, HttpTransportError, "
         "tls_client_context\n")
     sys.path.insert(0, str(workdir))
-    return importlib.import_module("_lean_ref.lean")
+    return importlib.import_module("_former_ref.lean")
 
 
 async def _make(name: str, base: str, workdir: Path, identity: Any,
-                lean_commit: str) -> tuple[Exchange, Callable[[], Awaitable[None]]]:
+                former_commit: str) -> tuple[Exchange, Callable[[], Awaitable[None]]]:
     from healthid_broker.http import tls_client_context
 
     ca = str(workdir / "ca.pem")
@@ -125,17 +125,17 @@ async def _make(name: str, base: str, workdir: Path, identity: Any,
             assert r.status in (200, 201), r.status
 
         return broker_x, broker.aclose
-    if name == "lean":
-        lean = _lean_module(lean_commit, workdir).LeanHttpClient(ca_file=ca)
+    if name == "former":
+        former = _former_module(former_commit, workdir).LeanHttpClient(ca_file=ca)
 
-        async def lean_x(method: str) -> None:
+        async def former_x(method: str) -> None:
             if method == "GET":
-                r = await lean.get(base + "/statement", identity=identity)
+                r = await former.get(base + "/statement", identity=identity)
             else:
-                r = await lean.post_form(base + "/par", PAR_FORM, identity=identity)
+                r = await former.post_form(base + "/par", PAR_FORM, identity=identity)
             assert r.status in (200, 201), r.status
 
-        return lean_x, lean.aclose
+        return former_x, former.aclose
     ctx = tls_client_context(ca, identity)
     if name == "httpx":
         import httpx
@@ -213,7 +213,7 @@ async def _run(args: argparse.Namespace, workdir: Path, port: int) -> dict[str, 
         c: {"GET": [], "POST": []} for c in args.clients}
     for _round in range(args.repeat):
         for name in args.clients:
-            exchange, close = await _make(name, base, workdir, identity, args.lean_commit)
+            exchange, close = await _make(name, base, workdir, identity, args.former_commit)
             try:
                 for method in ("GET", "POST"):
                     results[name][method].append(
@@ -271,8 +271,8 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=2000, help="measured requests per run")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--clients", default="broker,httpx,aiohttp,lean")
-    p.add_argument("--lean-commit", default="005830b")
+    p.add_argument("--clients", default="broker,httpx,aiohttp,former")
+    p.add_argument("--former-commit", default="005830b")
     p.add_argument("--json", action="store_true")
     p.add_argument("--serve", nargs=2, metavar=("WORKDIR", "PORT"), help=argparse.SUPPRESS)
     args = p.parse_args()
