@@ -51,6 +51,7 @@ it (e.g. with ``pkcs11-tool --delete-object``) after making sure no creation is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -269,6 +270,9 @@ def _labelled(
                                      Attribute.KEY_TYPE: key_type, Attribute.LABEL: label}))
 
 
+_TRANSIENT = (pkcs11.ObjectHandleInvalid, pkcs11.FunctionFailed, pkcs11.GeneralError)
+
+
 def _labels(session: pkcs11.Session, object_class: ObjectClass, key_type: KeyType) -> list[str]:
     """The labels of every object of the class and type. Another process may destroy an
     object while we list (a rival's candidate): then the listing starts again."""
@@ -305,16 +309,26 @@ def _find_or_create(
             raise KeyProviderError(
                 f"no {what}; create it with `healthid-broker init --key-provider pkcs11:…`")
         pending = f"{label}{PENDING_MARK}{secrets.token_hex(8)}"
-        mine = generate(pending)
-        rivals = [other for other in _labels(session, object_class, key_type)
-                  if other == label
-                  or (other.startswith(label + PENDING_MARK) and other != pending)]
-        if not rivals:
-            for obj in reversed(mine):  # the searched-for object last
-                obj[Attribute.LABEL] = label
-            return mine[0]
-        for obj in mine:
-            obj.destroy()
+        mine: list[Any] = []
+        try:
+            mine = generate(pending)
+            rivals = [other for other in _labels(session, object_class, key_type)
+                      if other == label
+                      or (other.startswith(label + PENDING_MARK) and other != pending)]
+            if not rivals:
+                for obj in reversed(mine):  # the searched-for object last
+                    obj[Attribute.LABEL] = label
+                return mine[0]
+            for obj in mine:
+                obj.destroy()
+        except _TRANSIENT:
+            # the store changed under us (SoftHSM2's file store, written by another process
+            # at this moment); drop our candidate if it exists and start again
+            for obj in mine:
+                with contextlib.suppress(pkcs11.PKCS11Error):
+                    if obj[Attribute.LABEL] == pending:
+                        obj.destroy()
+            rivals = []
         stale = [r for r in rivals if r != label]
         time.sleep((0.005 + secrets.randbelow(1000) / 1000 * 0.02) * (1 + attempt))
     raise KeyProviderError(
