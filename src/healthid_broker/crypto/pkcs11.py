@@ -307,7 +307,7 @@ def _find_or_create(
                 f"{len(found)} objects are labelled as the {what}; the label must name one")
         if generate is None:
             raise KeyProviderError(
-                f"no {what}; create it with `healthid-broker init --key-provider pkcs11:…`")
+                f"no {what}; create it first (docs/keys.md)")
         pending = f"{label}{PENDING_MARK}{secrets.token_hex(8)}"
         mine: list[Any] = []
         try:
