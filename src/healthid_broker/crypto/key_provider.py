@@ -13,6 +13,9 @@ Implementations:
 * :class:`EnvKeyProvider` — the KEK from an environment variable (default
   ``HEALTHID_BROKER_KEK``, base64url of 32 bytes), e.g. injected from a secret store.
 * :class:`StaticKeyProvider` — an in-memory KEK (tests, embedding).
+* :class:`~healthid_broker.crypto.pkcs11.Pkcs11KeyProvider` — the KEK as a non-extractable
+  AES-256 key in a PKCS#11 token (HSM); wrap/unwrap run in the token (``CKM_AES_GCM``).
+  Selected by ``pkcs11:<module path>?token=<label>&key=<label>`` (docs/keys.md).
 
 Every secret file the broker holds (the KEK, the pairwise-subject root, the sealing keys of
 the transient store; :mod:`healthid_broker.runtime.secrets` lists them) goes through the same
@@ -26,12 +29,6 @@ two functions here:
   readable by nobody else (no group/other bits) and not empty; anything else is a hard
   failure. Nothing is ever regenerated in place of an unreadable, short or empty file (a new
   pairwise root would change every person's ``sub`` at every application).
-
-PKCS#11 (HSM): implement :class:`KeyProvider` with a non-extractable AES-256 key object:
-``wrap`` = ``C_EncryptInit(CKM_AES_GCM, iv=random 12, aad)`` + ``C_Encrypt`` returning
-``iv || ciphertext || tag``; ``unwrap`` the reverse; ``kek_id`` = the key's ``CKA_ID``
-(hex). No PKCS#11 implementation ships yet — :func:`load_key_provider` says so instead of
-pretending.
 """
 
 from __future__ import annotations
@@ -342,9 +339,12 @@ def load_key_provider(
     *,
     create: bool = True,
 ) -> KeyProvider:
-    """Pick a provider by name: ``file`` (default), ``env`` or ``env:VARNAME``.
+    """Pick a provider by name: ``file`` (default), ``env``, ``env:VARNAME`` or
+    ``pkcs11:<module path>?token=<label>&key=<label>`` (PIN from the environment,
+    :mod:`healthid_broker.crypto.pkcs11`).
 
-    ``create`` (``file`` only): create ``kek.key`` when it does not exist yet.
+    ``create`` (``file`` and ``pkcs11``): create the KEK (``kek.key``, or the key in the
+    token) when it does not exist yet.
     """
     if kind == "file":
         return LocalFileKeyProvider.in_data_dir(data_dir, create=create)
@@ -352,9 +352,10 @@ def load_key_provider(
         return EnvKeyProvider(environ=environ)
     if kind.startswith("env:"):
         return EnvKeyProvider(kind[4:], environ=environ)
-    if kind.startswith("pkcs11"):
-        raise KeyProviderError(
-            "the PKCS#11 key provider is not implemented yet; use 'file' or 'env' "
-            "(see healthid_broker.crypto.key_provider for the interface)"
-        )
-    raise KeyProviderError(f"unknown key provider {kind!r}; use 'file', 'env' or 'env:VAR'")
+    if kind.startswith("pkcs11:"):
+        from .pkcs11 import Pkcs11KeyProvider
+
+        return Pkcs11KeyProvider.from_spec(kind, environ, create=create)
+    raise KeyProviderError(
+        f"unknown key provider {kind!r}; use 'file', 'env', 'env:VAR' or "
+        "'pkcs11:<module>?token=<label>'")
