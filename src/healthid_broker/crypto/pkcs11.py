@@ -52,10 +52,12 @@ it (e.g. with ``pkcs11-tool --delete-object``) after making sure no creation is 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -297,17 +299,48 @@ def _find_or_create(
     missing, by the protocol in the module docstring."""
     session = held.session
     what = f"{key_type.name} key {label!r} in PKCS#11 token {session.token.label!r}"
+    found = _labelled(session, object_class, key_type, label)
+    if len(found) == 1 or generate is None:
+        return _one(found, what)
+    # Creators on this host take turns (SoftHSM2's file store is not consistent between
+    # processes while one writes: two creators may each miss the other's candidate); the
+    # candidate protocol below still separates creators on different hosts of one HSM.
+    with _host_lock(session.token.label, label):
+        return _create(session, object_class, key_type, label, generate=generate, what=what)
+
+
+def _one(found: list[Any], what: str) -> Any:
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise KeyProviderError(
+            f"{len(found)} objects are labelled as the {what}; the label must name one")
+    raise KeyProviderError(f"no {what}; create it first (docs/keys.md)")
+
+
+@contextlib.contextmanager
+def _host_lock(token_label: str, label: str) -> Any:
+    """An exclusive lock of this host's processes for creating ``label`` in the token."""
+    digest = hashlib.sha256(f"{token_label}\n{label}".encode()).hexdigest()[:24]
+    path = Path(tempfile.gettempdir()) / f"healthid-broker-pkcs11-{digest}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise KeyProviderError(f"cannot open the key-creation lock {path}: {exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _create(session: pkcs11.Session, object_class: ObjectClass, key_type: KeyType,
+            label: str, *, generate: Callable[[str], list[Any]], what: str) -> Any:
     stale: list[str] = []
     for attempt in range(_CREATE_ATTEMPTS):
         found = _labelled(session, object_class, key_type, label)
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise KeyProviderError(
-                f"{len(found)} objects are labelled as the {what}; the label must name one")
-        if generate is None:
-            raise KeyProviderError(
-                f"no {what}; create it first (docs/keys.md)")
+        if found:
+            return _one(found, what)
         pending = f"{label}{PENDING_MARK}{secrets.token_hex(8)}"
         mine: list[Any] = []
         try:
