@@ -125,6 +125,8 @@ class PostgresChangeListener:
             except (psycopg.Error, OSError) as exc:
                 log.warning("change listener: connection lost (%s); reconnecting",
                             type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 — the listener must outlive a fault
+                log.error("change listener failed: %s; reconnecting", type(exc).__name__)
             finally:
                 self.listening.clear()
             backoff = await self._pause(backoff)
