@@ -335,6 +335,7 @@ def serve_settings(args: argparse.Namespace) -> Any:
 async def _run_serve(args: argparse.Namespace) -> int:
     from ..crypto.key_provider import KeyProviderError
     from ..runtime.compose import build_broker
+    from ..runtime.invalidation import change_watcher_for
     from ..runtime.rotation import rotation_loop
     from ..runtime.secrets import is_shared_shape, load_secrets
     from ..storage.db import SchemaError, default_database_url, open_database
@@ -408,9 +409,17 @@ async def _run_serve(args: argparse.Namespace) -> int:
     if args.rotate_every > 0:
         rotation = asyncio.create_task(
             rotation_loop(tenancy, rt.directory, interval=args.rotate_every))
+    # Changes made by the CLI or another process are live at once (runtime.invalidation).
+    watcher = change_watcher_for(rt.directory, settings.database_url
+                                 or default_database_url(settings.data_dir))
+    watching = asyncio.create_task(watcher.run()) if watcher is not None else None
     await stop.wait()
     if rotation is not None:
         rotation.cancel()
+    if watching is not None:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
     await server.stop()
     await rt.aclose()
     return 0

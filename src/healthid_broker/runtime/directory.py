@@ -5,6 +5,10 @@ random keys must not grow memory. Known applications sit in an LRU of ``max_entr
 views; unknown keys are remembered for ``negative_ttl`` seconds in a separate, smaller LRU
 (so a flood of unknown keys neither reaches the database on every request nor pushes the
 real applications out of the cache).
+
+A change committed by any process reaches every process through
+:mod:`~healthid_broker.runtime.invalidation`, which calls :meth:`TenancyDirectory.invalidate`;
+the periodic refresh (``directory_ttl``) is the fallback if a notification is lost.
 """
 
 from __future__ import annotations
@@ -54,14 +58,22 @@ class TenancyDirectory:
         self._cache: OrderedDict[str, tuple[float, AppConfig]] = OrderedDict()
         self._unknown: OrderedDict[str, float] = OrderedDict()
         self._loading: dict[str, asyncio.Future[AppConfig | None]] = {}
+        # Bumped by every invalidation: a load that began before it may have read the old
+        # rows, so its result is handed to its waiters but not cached.
+        self._epoch = 0
 
     def invalidate(self, short_key: str | None = None) -> None:
+        """Forget ``short_key``'s view (or every view): the next request loads it anew.
+        A load already under way is detached, so later requests do not join it."""
+        self._epoch += 1
         if short_key is None:
             self._cache.clear()
             self._unknown.clear()
+            self._loading.clear()
         else:
             self._cache.pop(short_key, None)
             self._unknown.pop(short_key, None)
+            self._loading.pop(short_key, None)
 
     async def get(self, short_key: str) -> AppConfig | None:
         """The application's view. A stale entry is served while one background refresh
@@ -82,19 +94,21 @@ class TenancyDirectory:
         return await asyncio.shield(task)
 
     def _start_refresh(self, short_key: str) -> asyncio.Future[AppConfig | None]:
-        task = asyncio.ensure_future(self._refresh(short_key))
+        task = asyncio.ensure_future(self._refresh(short_key, self._epoch))
         self._loading[short_key] = task
         task.add_done_callback(_log_refresh_failure)
         return task
 
-    async def _refresh(self, short_key: str) -> AppConfig | None:
+    async def _refresh(self, short_key: str, epoch: int) -> AppConfig | None:
         try:
             now = self.clock()
             cfg = await anyio.to_thread.run_sync(self._load, short_key, now)
-            self._remember(short_key, now, cfg)
+            if epoch == self._epoch:
+                self._remember(short_key, now, cfg)
             return cfg
         finally:
-            self._loading.pop(short_key, None)
+            if self._loading.get(short_key) is asyncio.current_task():
+                del self._loading[short_key]
 
     def _remember(self, short_key: str, now: float, cfg: AppConfig | None) -> None:
         if cfg is None:

@@ -82,6 +82,7 @@ class Applications:
                 )
             )
         s.flush()
+        TenantDatabase.announce_change(s, short_key)
         s.refresh(app)
         return app_view(app_row(s, tenant_id, short_key))
 
@@ -152,3 +153,4 @@ class Applications:
             app.active = bool(active)
         app.updated_at = now
         s.flush()
+        TenantDatabase.announce_change(s, app.short_key)

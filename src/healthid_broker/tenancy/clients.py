@@ -104,6 +104,7 @@ class Clients:
         )
         app.clients.append(row)
         s.flush()
+        TenantDatabase.announce_change(s, app.short_key)
         return CreatedClient(client_view(row, app), secret)
 
     def get(self, short_key: str, client_id: str) -> ClientView | None:
@@ -166,6 +167,7 @@ class Clients:
             row.active = bool(active)
         row.updated_at = now
         s.flush()
+        TenantDatabase.announce_change(s, app.short_key)
 
     def reset_secret(self, short_key: str, client_id: str, *, now: float) -> CreatedClient:
         """A new secret for a ``client_secret_basic`` client (shown once; the old one dies)."""
@@ -178,6 +180,7 @@ class Clients:
             row.secret_digest = self.data_keys.secret_digest(s, tenant_id, secret)
             row.updated_at = now
             s.flush()
+            self.db.announce_change(s, short_key)
             return CreatedClient(client_view(row, app), secret)
 
     def delete(self, short_key: str, client_id: str) -> None:
@@ -186,3 +189,4 @@ class Clients:
             row = client_row(app, client_id)
             app.clients.remove(row)
             s.delete(row)
+            self.db.announce_change(s, short_key)

@@ -140,6 +140,8 @@ class KeySets:
                                   "published-next" if has_current else "activated", now)
                     )
             s.flush()
+            if any(c.change != "pending" for c in changes):
+                self.db.announce_change(s, short_key)
             return tuple(changes)
 
     def rotate_due(self, now: float) -> dict[str, tuple[KeyChange, ...]]:

@@ -12,13 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from healthid_broker.storage import rls
 
 from .errors import NotFound
 
-__all__ = ["TenantDatabase"]
+__all__ = ["CHANGE_CHANNEL", "TenantDatabase"]
+
+#: The PostgreSQL channel on which committed configuration changes are announced; the
+#: payload is an application's short key (a public routing name, never personal data) or
+#: ``*`` for "everything" (:mod:`healthid_broker.runtime.invalidation` listens).
+CHANGE_CHANNEL = "healthid_config"
 
 
 class TenantDatabase:
@@ -41,6 +47,18 @@ class TenantDatabase:
     def enter(session: Session, tenant_id: str) -> None:
         """Make ``tenant_id`` the tenant of the session's current transaction."""
         rls.set_tenant(session, tenant_id)
+
+    @staticmethod
+    def announce_change(session: Session, short_key: str) -> None:
+        """Tell every broker process that ``short_key``'s configuration changed.
+
+        On PostgreSQL this is ``pg_notify`` in the session's transaction: delivered when it
+        commits, never if it rolls back, and repeated announcements of one key in one
+        transaction arrive once. SQLite (one serving process) needs nothing: the process
+        sees any commit to the database file (``PRAGMA data_version``)."""
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_notify(:channel, :key)"),
+                            {"channel": CHANGE_CHANNEL, "key": short_key})
 
     @contextmanager
     def application_transaction(self, short_key: str) -> Iterator[tuple[Session, str]]:
