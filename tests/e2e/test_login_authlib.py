@@ -262,16 +262,37 @@ def test_claim_minimisation(demo: DemoThread) -> None:
     assert claims["urn:telematik:claims:display_name"] == person.display_name
     assert KVNR_CLAIM not in claims and "birthdate" not in claims
     assert person.kvnr not in json.dumps(claims)
-    # asking for more than allowed is refused, not silently trimmed
+    assert token["scope"] == scope
+    # asking for more than allowed: the known scope the client may not use is dropped and
+    # the token response says what was granted (RFC 6749 §3.3); an unknown value is
+    # ignored (OIDC Core §3.1.2.1)
     wide = _client(demo, client_id=cid, secret=secret, redirect_uri=redirect,
-                   scope="openid urn:telematik:versicherter")
-    url, state = wide.create_authorization_url(discovery(info)["authorization_endpoint"],
-                                               nonce="n", code_verifier=generate_token(64))
-    r = httpx.get(url, follow_redirects=False)
-    assert r.status_code == 302
-    loc = httpx.URL(r.headers["location"])
-    assert str(loc).startswith(redirect)
-    assert loc.params["error"] == "invalid_scope" and loc.params["state"] == state
+                   scope="openid urn:telematik:versicherter urn:telematik:display_name phone")
+    token, nonce, _ = _login(demo, wide, slug="nordkasse", kvnr=person.kvnr)
+    assert token["scope"] == "openid urn:telematik:display_name"
+    claims = verify_id_token(info, token["id_token"], client_id=cid, nonce=nonce,
+                             access_token=token["access_token"])
+    assert claims["urn:telematik:claims:display_name"] == person.display_name
+    assert KVNR_CLAIM not in claims and person.kvnr not in json.dumps(claims)
+
+
+def test_standard_scopes_profile_email(demo: DemoThread) -> None:
+    """``openid profile email`` — many libraries' default — is granted and yields the
+    standard claims, derived from the telematik ones, under their standard names."""
+    info = demo.info
+    client = _client(demo, scope="openid profile email")
+    person = _person(5)
+    token, nonce, _ = _login(demo, client, slug="suedkasse", kvnr=person.kvnr)
+    assert token["scope"] == "openid profile email"
+    claims = verify_id_token(info, token["id_token"], client_id=info["client_id"],
+                             nonce=nonce, access_token=token["access_token"])
+    assert claims["name"] == person.display_name
+    assert claims["given_name"] == person.given_name
+    assert claims["family_name"] == person.family_name
+    assert claims["birthdate"] == person.birthdate.isoformat()
+    assert claims["email"] == person.email
+    assert not [c for c in claims if c.startswith("urn:telematik:")]
+    assert person.kvnr not in json.dumps(claims)
 
 
 def test_public_client_with_pkce(demo: DemoThread) -> None:

@@ -144,14 +144,18 @@ class AccessToken:
     value: str
     expires_in: int
 
-    def response(self, id_token: str) -> dict[str, Any]:
-        """The token endpoint's JSON body (OIDC Core §3.1.3.3)."""
-        return {
+    def response(self, id_token: str, scope: str | None = None) -> dict[str, Any]:
+        """The token endpoint's JSON body (OIDC Core §3.1.3.3); ``scope`` is the granted
+        scope (RFC 6749 §5.1, required where it differs from the requested one, §3.3)."""
+        body: dict[str, Any] = {
             "access_token": self.value,
             "token_type": "Bearer",
             "expires_in": self.expires_in,
             "id_token": id_token,
         }
+        if scope is not None:
+            body["scope"] = scope
+        return body
 
 
 def new_access_token(
