@@ -421,8 +421,13 @@ class ProviderService:
         elif form.get("code_verifier") is not None:
             raise OAuthError.invalid_grant("code_verifier sent but no code_challenge was given")
         access = new_access_token(lifetime=ACCESS_TOKEN_LIFETIME)
+        signer = app.id_token_signer(client)
+        if signer is None:
+            raise OAuthError("server_error", "no signing key for the client's "
+                             "id_token_signed_response_alg")
+        signing_key, alg = signer
         id_token = build_id_token(
-            signing_key=app.id_token_key, issuer=app.issuer, client_id=client.client_id,
+            signing_key=signing_key, alg=alg, issuer=app.issuer, client_id=client.client_id,
             subject=issued.subject, now=now, claims=issued.claims, nonce=issued.nonce,
             auth_time=issued.auth_time, acr=issued.acr, amr=issued.amr,
             access_token=access.value, encryption_key=client.encryption_key)
