@@ -83,12 +83,13 @@ class DemoThread:
 
     def add_client(self, short_key: str, *, auth_method: str, redirect_uris: list[str],
                    scopes: list[str] | None = None, jwks: dict[str, Any] | None = None,
-                   ) -> tuple[str, str | None]:
+                   id_token_alg: str = "ES256") -> tuple[str, str | None]:
         tenancy = self.demo.tenancy
         assert tenancy is not None
         created = tenancy.create_client(
             short_key, auth_method=auth_method, redirect_uris=redirect_uris, now=time.time(),
-            name=f"c-{secrets.token_hex(4)}", scopes=scopes, jwks=jwks)
+            name=f"c-{secrets.token_hex(4)}", scopes=scopes, jwks=jwks,
+            id_token_alg=id_token_alg)
         self.invalidate()
         return created.client.client_id, created.secret
 

@@ -98,7 +98,7 @@ def test_discovery_document(demo: DemoThread) -> None:
     assert meta["idp_list_endpoint"] == f"{info['issuer']}/idps"
     assert meta["response_types_supported"] == ["code"]
     assert meta["subject_types_supported"] == ["pairwise"]
-    assert meta["id_token_signing_alg_values_supported"] == ["ES256"]
+    assert meta["id_token_signing_alg_values_supported"] == ["ES256", "RS256", "PS256"]
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert set(meta["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic", "private_key_jwt", "none"}
@@ -108,7 +108,78 @@ def test_discovery_document(demo: DemoThread) -> None:
     assert KVNR_CLAIM in meta["claims_supported"]
     keys = published_jwks(info)["keys"]
     assert keys and all(k["kty"] == "EC" and k["crv"] == "P-256" and "d" not in k
-                        for k in keys)
+                        for k in keys if k["kty"] != "RSA")
+    assert all(not {"d", "p", "q", "dp", "dq", "qi"} & set(k) for k in keys)
+
+
+def test_authorization_server_metadata_agrees(demo: DemoThread) -> None:
+    """RFC 8414 metadata at the path-inserted URL (§3.1) and beside the discovery document:
+    every field a strict client checks, equal to the discovery document's."""
+    info = demo.info
+    meta = discovery(info)
+    issuer = httpx.URL(info["issuer"])
+    inserted = f"{issuer.scheme}://{issuer.netloc.decode()}/.well-known/" \
+               f"oauth-authorization-server{issuer.path}"
+    beside = f"{info['issuer']}/.well-known/oauth-authorization-server"
+    for url in (inserted, beside):
+        r = httpx.get(url, verify=ca_context(info))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+        as_meta = r.json()
+        assert as_meta["issuer"] == info["issuer"]  # RFC 8414 §3.3
+        for field in ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri",
+                      "authorization_response_iss_parameter_supported",
+                      "code_challenge_methods_supported",
+                      "token_endpoint_auth_methods_supported",
+                      "token_endpoint_auth_signing_alg_values_supported",
+                      "response_types_supported", "response_modes_supported",
+                      "grant_types_supported", "scopes_supported"):
+            assert as_meta[field] == meta[field], field
+        assert as_meta == meta
+    assert meta["authorization_response_iss_parameter_supported"] is True
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert {"openid", "profile", "email"} <= set(meta["scopes_supported"])
+    assert {"name", "given_name", "family_name", "birthdate", "email"} <= set(
+        meta["claims_supported"])
+    missing = f"{issuer.scheme}://{issuer.netloc.decode()}/.well-known/" \
+              "oauth-authorization-server/no-such-app"
+    r = httpx.get(missing, verify=ca_context(info))
+    assert r.status_code == 404 and r.json() == {"error": "not_found"}
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256"])
+def test_rsa_signed_id_token(demo: DemoThread, alg: str) -> None:
+    """A client that registered id_token_signed_response_alg RS256/PS256 gets an ID token
+    signed with the application's RSA key (≥ 3072 bit), verifiable against the published
+    JWKS with joserfc and with Authlib's OIDC checks."""
+    from joserfc import jwt as jrfc_jwt
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    info = demo.info
+    redirect = f"https://rsa-{alg.lower()}.example/cb"
+    cid, secret = demo.add_client("demo", auth_method="client_secret_basic",
+                                  redirect_uris=[redirect], id_token_alg=alg)
+    client = _client(demo, client_id=cid, secret=secret, redirect_uri=redirect,
+                     scope="openid profile")
+    person = _person(2)
+    token, nonce, _ = _login(demo, client, slug="nordkasse", kvnr=person.kvnr)
+    header = _b64json(token["id_token"].split(".")[0])
+    assert header["alg"] == alg and header["typ"] == "JWT"
+    jwks = published_jwks(info)
+    rsa_keys = [k for k in jwks["keys"] if k["kty"] == "RSA"]
+    assert [k["kid"] for k in rsa_keys].count(header["kid"]) == 1
+    n = next(k["n"] for k in rsa_keys if k["kid"] == header["kid"])
+    assert len(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))) * 8 >= 3072
+    decoded = jrfc_jwt.decode(token["id_token"], KeySet.import_key_set(jwks),
+                              algorithms=[alg])
+    assert decoded.claims["aud"] == cid and decoded.claims["nonce"] == nonce
+    # the other RSA algorithm does not verify it (the header's alg is the one used)
+    other = "PS256" if alg == "RS256" else "RS256"
+    with pytest.raises(JoseError):
+        jrfc_jwt.decode(token["id_token"], KeySet.import_key_set(jwks), algorithms=[other])
+    claims = verify_id_token(info, token["id_token"], client_id=cid, nonce=nonce,
+                             access_token=token["access_token"])
+    assert claims["given_name"] == person.given_name
 
 
 def _b64json(part: str) -> dict[str, Any]:
@@ -262,16 +333,37 @@ def test_claim_minimisation(demo: DemoThread) -> None:
     assert claims["urn:telematik:claims:display_name"] == person.display_name
     assert KVNR_CLAIM not in claims and "birthdate" not in claims
     assert person.kvnr not in json.dumps(claims)
-    # asking for more than allowed is refused, not silently trimmed
+    assert token["scope"] == scope
+    # asking for more than allowed: the known scope the client may not use is dropped and
+    # the token response says what was granted (RFC 6749 §3.3); an unknown value is
+    # ignored (OIDC Core §3.1.2.1)
     wide = _client(demo, client_id=cid, secret=secret, redirect_uri=redirect,
-                   scope="openid urn:telematik:versicherter")
-    url, state = wide.create_authorization_url(discovery(info)["authorization_endpoint"],
-                                               nonce="n", code_verifier=generate_token(64))
-    r = httpx.get(url, follow_redirects=False)
-    assert r.status_code == 302
-    loc = httpx.URL(r.headers["location"])
-    assert str(loc).startswith(redirect)
-    assert loc.params["error"] == "invalid_scope" and loc.params["state"] == state
+                   scope="openid urn:telematik:versicherter urn:telematik:display_name phone")
+    token, nonce, _ = _login(demo, wide, slug="nordkasse", kvnr=person.kvnr)
+    assert token["scope"] == "openid urn:telematik:display_name"
+    claims = verify_id_token(info, token["id_token"], client_id=cid, nonce=nonce,
+                             access_token=token["access_token"])
+    assert claims["urn:telematik:claims:display_name"] == person.display_name
+    assert KVNR_CLAIM not in claims and person.kvnr not in json.dumps(claims)
+
+
+def test_standard_scopes_profile_email(demo: DemoThread) -> None:
+    """``openid profile email`` — many libraries' default — is granted and yields the
+    standard claims, derived from the telematik ones, under their standard names."""
+    info = demo.info
+    client = _client(demo, scope="openid profile email")
+    person = _person(5)
+    token, nonce, _ = _login(demo, client, slug="suedkasse", kvnr=person.kvnr)
+    assert token["scope"] == "openid profile email"
+    claims = verify_id_token(info, token["id_token"], client_id=info["client_id"],
+                             nonce=nonce, access_token=token["access_token"])
+    assert claims["name"] == person.display_name
+    assert claims["given_name"] == person.given_name
+    assert claims["family_name"] == person.family_name
+    assert claims["birthdate"] == person.birthdate.isoformat()
+    assert claims["email"] == person.email
+    assert not [c for c in claims if c.startswith("urn:telematik:")]
+    assert person.kvnr not in json.dumps(claims)
 
 
 def test_public_client_with_pkce(demo: DemoThread) -> None:

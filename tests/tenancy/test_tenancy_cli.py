@@ -202,3 +202,36 @@ def test_db_roles_prints_the_role_sql(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["db", "roles", "--owner", "o", "--runtime", "r", "--apply",
                  "--database", "b"]) == 2
     assert "--apply needs --database-url" in capsys.readouterr().err
+
+
+def test_cli_id_token_alg_and_deviation(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--id-token-alg`` on create and update; RS256 is shown as a BSI TR-02102-1
+    deviation in ``client show`` and ``app show``, in text and ``--json``."""
+    d = tmp_path / "data"
+    assert run(capsys, d, "db", "upgrade")[0] == 0
+    assert run(capsys, d, "tenant", "create", "acme")[0] == 0
+    assert run(capsys, d, "app", "create", "acme-app", "--tenant", "acme",
+               "--organization", "Acme GmbH", "--scope", "openid")[0] == 0
+    code, out, _ = run(capsys, d, "client", "create", "acme-app", "--name", "web",
+                       "--redirect-uri", "https://app.example/cb", "--id-token-alg", "RS256")
+    assert code == 0 and "DEVIATION" in out and "TR-02102-1" in out
+    code, out, _ = run(capsys, d, "client", "show", "acme-app", "web", "--json")
+    shown = json.loads(out)
+    assert shown["id_token_signed_response_alg"] == "RS256"
+    assert any("TR-02102-1" in x for x in shown["deviations"])
+    code, out, _ = run(capsys, d, "client", "show", "acme-app", "web")
+    assert "DEVIATION: RS256" in out
+    code, out, _ = run(capsys, d, "app", "show", "acme-app")
+    assert "ID token RS256" in out and "DEVIATION" in out and "id_token_sig_rsa" in out
+    code, out, _ = run(capsys, d, "app", "show", "acme-app", "--json")
+    [client] = json.loads(out)["clients"]
+    assert client["deviations"] and "id_token_sig_rsa" in {
+        k["purpose"] for k in json.loads(out)["keys"]}
+    code, out, _ = run(capsys, d, "client", "update", "acme-app", "web",
+                       "--id-token-alg", "PS256", "--json")
+    assert code == 0 and json.loads(out)["deviations"] == []
+    code, out, _ = run(capsys, d, "app", "show", "acme-app")
+    assert "ID token PS256" in out and "DEVIATION" not in out
+    with pytest.raises(SystemExit):
+        run(capsys, d, "client", "update", "acme-app", "web", "--id-token-alg", "HS256")

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from healthid_broker.crypto.app_signing import DEFAULT_ID_TOKEN_ALG, ID_TOKEN_ALGS
 from healthid_broker.crypto.envelope import EnvelopeError
 from healthid_broker.crypto.key_provider import KeyProviderError, load_key_provider
 from healthid_broker.storage import (
@@ -108,9 +109,10 @@ def _app_text(a: ApplicationView) -> str:
     ]
     for c in a.clients:
         lines.append(
-            f"    - {c.name}: {c.client_id} ({c.auth_method}"
+            f"    - {c.name}: {c.client_id} ({c.auth_method}, ID token {c.id_token_alg}"
             f"{'' if c.active else ', INACTIVE'})"
         )
+        lines.extend(f"      DEVIATION: {d}" for d in c.deviations)
     return "\n".join(lines)
 
 
@@ -266,9 +268,11 @@ def _client_create(args: argparse.Namespace) -> int:
     created = service_from_args(args).create_client(
         args.short_key, auth_method=args.auth_method, redirect_uris=args.redirect_uri,
         now=time.time(), name=args.name, scopes=args.scope or None, jwks=jwks,
+        id_token_alg=args.id_token_alg,
     )
     data = created.client.summary()
     text = f"created client {created.client.name}\n  client_id: {created.client.client_id}"
+    text += "".join(f"\n  DEVIATION: {d}" for d in created.client.deviations)
     if created.secret is not None:
         data["client_secret"] = created.secret
         text += (
@@ -294,12 +298,23 @@ def _client_show(args: argparse.Namespace) -> int:
     for c in svc.list_clients(args.short_key):
         if args.client in (c.client_id, c.name):
             d = c.summary()
-            text = "\n".join(f"{k}: {_plain(v)}" for k, v in d.items())
+            text = "\n".join(f"{k}: {_plain(v)}" for k, v in d.items() if k != "deviations")
+            text += "".join(f"\nDEVIATION: {dev}" for dev in c.deviations)
             _out(args, d, text)
             return 0
     print(f"error: application {args.short_key!r} has no client {args.client!r}",
           file=sys.stderr)
     return 1
+
+
+@_guard
+def _client_update(args: argparse.Namespace) -> int:
+    c = service_from_args(args).update_client(
+        args.short_key, args.client, now=time.time(), id_token_alg=args.id_token_alg)
+    text = f"updated client {c.name}\n  id_token_signed_response_alg: {c.id_token_alg}"
+    text += "".join(f"\n  DEVIATION: {d}" for d in c.deviations)
+    _out(args, c.summary(), text)
+    return 0
 
 
 def _plain(v: Any) -> str:
@@ -448,7 +463,15 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--redirect-uri", action="append", required=True, help="(repeatable)")
     p.add_argument("--scope", action="append", help="(repeatable; default: the app's scopes)")
     p.add_argument("--jwks", help="JSON file with the client's public JWKS")
+    p.add_argument("--id-token-alg", choices=list(ID_TOKEN_ALGS), default=DEFAULT_ID_TOKEN_ALG,
+                   help="id_token_signed_response_alg (RS256 deviates from BSI TR-02102-1)")
     p.set_defaults(func=_client_create)
+    p = csub.add_parser("update", parents=[common], help="change a client's settings")
+    p.add_argument("short_key")
+    p.add_argument("client", help="client_id or name")
+    p.add_argument("--id-token-alg", choices=list(ID_TOKEN_ALGS),
+                   help="id_token_signed_response_alg (RS256 deviates from BSI TR-02102-1)")
+    p.set_defaults(func=_client_update)
     p = csub.add_parser("list", parents=[common], help="list clients")
     p.add_argument("short_key")
     p.set_defaults(func=_client_list)

@@ -1,13 +1,23 @@
-"""Scopes → claims of the TI profile and claim minimisation (T-07, docs/toms.md).
+"""Scopes → claims toward the applications, and claim minimisation (T-07, docs/toms.md).
 
-The mapping is the TI profile's scopes → claims table (docs/ti-profile.md; gematik's
-``urn:telematik:*`` scopes).
+Two kinds of scope reach the broker:
+
+* the TI profile's ``urn:telematik:*`` scopes (docs/ti-profile.md §7): their claims keep
+  gematik's names (``urn:telematik:claims:*``, and ``birthdate``);
+* the standard scopes ``profile`` and ``email`` (OIDC Core §5.4): their claims are the
+  standard ones (``name``, ``given_name``, ``family_name``, ``birthdate``, ``email``),
+  each *derived* from one telematik claim and released only when the client may have that
+  telematik scope (:data:`STANDARD_SCOPE_CLAIMS`; the table in docs/integration.md).
+
+:func:`grant_scopes` decides what a request gets (OIDC Core §3.1.2.1: values the broker
+does not know are ignored; RFC 6749 §3.3: a known scope the client may not use is dropped
+from the grant, and the token response names the granted scope).
 :func:`minimise_claims` is the only way IdP claims reach an application: a claim passes
-when its scope is both *allowed* for the application (its configured allow-list) and
-*requested* in this authorization request. Everything else — including every protocol
-claim of the IdP's ID token (``iss``, ``sub``, ``aud``, ``nonce`` …) — is dropped, so the
-KVNR (``urn:telematik:claims:id``) reaches only an application that is configured for
-``urn:telematik:versicherter`` AND asked for it.
+when its scope is both *allowed* for the client and *granted* in this request. Everything
+else — including every protocol claim of the IdP's ID token (``iss``, ``sub``, ``aud``,
+``nonce`` …) — is dropped, so the KVNR (``urn:telematik:claims:id``) reaches only a client
+that is configured for ``urn:telematik:versicherter`` AND asked for it; no standard scope
+ever releases it.
 """
 
 from __future__ import annotations
@@ -21,13 +31,30 @@ from .errors import OAuthError
 __all__ = [
     "KNOWN_SCOPES",
     "SCOPE_CLAIMS",
-    "check_requested_scopes",
+    "STANDARD_SCOPE_CLAIMS",
     "claims_for_scopes",
+    "grant_scopes",
     "minimise_claims",
     "parse_scope",
+    "scopes_offered",
+    "upstream_scopes",
 ]
 
-KNOWN_SCOPES = frozenset(SCOPE_CLAIMS)
+# OIDC Core §5.4 standard scope → standard claim → the telematik (scope, claim) pairs it is
+# derived from, in order of preference (the first one present is used).
+STANDARD_SCOPE_CLAIMS: Mapping[str, Mapping[str, tuple[tuple[str, str], ...]]] = {
+    "profile": {
+        "name": (("urn:telematik:display_name", "urn:telematik:claims:display_name"),),
+        "given_name": (("urn:telematik:given_name", "urn:telematik:claims:given_name"),),
+        "family_name": (("urn:telematik:family_name", "urn:telematik:claims:family_name"),),
+        "birthdate": (("urn:telematik:geburtsdatum", "birthdate"),),
+    },
+    "email": {
+        "email": (("urn:telematik:email", "urn:telematik:claims:email"),),
+    },
+}
+
+KNOWN_SCOPES = frozenset(SCOPE_CLAIMS) | frozenset(STANDARD_SCOPE_CLAIMS)
 
 
 def parse_scope(scope: str | None) -> tuple[str, ...]:
@@ -44,38 +71,63 @@ def parse_scope(scope: str | None) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def check_requested_scopes(
-    requested: Iterable[str], allowed: Iterable[str]
-) -> tuple[str, ...]:
-    """Validate an app's requested scopes (OIDC Core §3.1.2.1: ``openid`` required).
+def _sources(standard_scope: str) -> frozenset[str]:
+    """The telematik scopes a standard scope derives its claims from."""
+    return frozenset(scope for sources in STANDARD_SCOPE_CLAIMS[standard_scope].values()
+                     for scope, _claim in sources)
 
-    Unknown scopes, and scopes outside the application's allow-list, are refused with
-    ``invalid_scope`` (RFC 6749 §4.1.2.1) rather than silently dropped, so integration
-    errors surface early. The message names the scope, which is not personal data.
+
+def scopes_offered(allowed: Iterable[str]) -> tuple[str, ...]:
+    """The scopes a client (or application) with these telematik scopes can be granted:
+    ``openid``, the allowed telematik scopes, and each standard scope at least one of
+    whose source scopes is allowed (for discovery's ``scopes_supported``)."""
+    allowed_set = frozenset(allowed)
+    out = ["openid", *sorted(s for s in allowed_set if s in SCOPE_CLAIMS and s != "openid")]
+    out += [s for s in STANDARD_SCOPE_CLAIMS if _sources(s) & allowed_set]
+    return tuple(out)
+
+
+def grant_scopes(requested: Iterable[str], allowed: Iterable[str]) -> tuple[str, ...]:
+    """The scopes granted for a request, in the order requested.
+
+    ``openid`` is required (OIDC Core §3.1.2.1; ``invalid_scope`` otherwise). Values the
+    broker does not know are ignored (OIDC Core §3.1.2.1); a known scope outside the
+    client's allow-list is dropped (RFC 6749 §3.3), a standard scope kept when at least one
+    of its source scopes is allowed (it then yields only the claims of allowed sources).
     """
     req = tuple(dict.fromkeys(requested))
-    allowed_set = frozenset(allowed)
     if "openid" not in req:
         raise OAuthError.invalid_scope("the scope must contain openid")
+    allowed_set = frozenset(allowed)
+    granted: list[str] = []
     for s in req:
-        if s not in KNOWN_SCOPES:
-            raise OAuthError.invalid_scope(_safe(f"unknown scope {s}"))
-        if s not in allowed_set:
-            raise OAuthError.invalid_scope(
-                _safe(f"scope {s} is not enabled for this application")
-            )
-    return req
+        if s == "openid" or (s in SCOPE_CLAIMS and s in allowed_set) or (
+                s in STANDARD_SCOPE_CLAIMS and _sources(s) & allowed_set):
+            granted.append(s)
+    return tuple(granted)
 
 
-def _safe(text: str) -> str:
-    return "".join(c for c in text if c not in '"\\' and 0x20 <= ord(c) <= 0x7E)[:200]
+def upstream_scopes(granted: Iterable[str], allowed: Iterable[str]) -> tuple[str, ...]:
+    """The telematik scopes to ask the IdP for: the granted telematik scopes and the
+    allowed sources of the granted standard scopes (``openid`` first)."""
+    allowed_set = frozenset(allowed)
+    out: dict[str, None] = {"openid": None}
+    for s in granted:
+        if s in SCOPE_CLAIMS:
+            out.setdefault(s, None)
+        elif s in STANDARD_SCOPE_CLAIMS:
+            for source in sorted(_sources(s) & allowed_set):
+                out.setdefault(source, None)
+    return tuple(out)
 
 
 def claims_for_scopes(scopes: Iterable[str]) -> frozenset[str]:
-    """All claim names the given scopes permit (unknown scopes permit nothing)."""
+    """All claim names the given scopes permit, by the names the app receives them under
+    (unknown scopes permit nothing)."""
     out: set[str] = set()
     for s in scopes:
         out.update(SCOPE_CLAIMS.get(s, ()))
+        out.update(STANDARD_SCOPE_CLAIMS.get(s, {}))
     return frozenset(out)
 
 
@@ -88,14 +140,26 @@ def minimise_claims(
     allowed_scopes: Iterable[str],
     requested_scopes: Iterable[str],
 ) -> dict[str, Any]:
-    """Return only the claims permitted by ``allowed ∩ requested`` scopes (T-07).
+    """Return only the claims permitted by ``allowed ∩ requested`` scopes (T-07), named as
+    the scope that asked for them names them.
 
-    Missing or empty claims are simply absent in the result (A_23037 tolerance).
+    Telematik scopes pass their claims when the scope is allowed and requested; a standard
+    claim is derived from its telematik source when the standard scope is requested and the
+    source's scope is allowed. Missing or empty claims are simply absent in the result
+    (A_23037 tolerance).
     """
-    effective = frozenset(allowed_scopes) & frozenset(requested_scopes)
-    permitted = claims_for_scopes(effective)
-    return {
-        name: idp_claims[name]
-        for name in sorted(permitted)
-        if name in idp_claims and not _empty(idp_claims[name])
-    }
+    allowed = frozenset(allowed_scopes)
+    requested = frozenset(requested_scopes)
+    out: dict[str, Any] = {}
+    telematik = {c for s in allowed & requested for c in SCOPE_CLAIMS.get(s, ())}
+    for name in sorted(telematik):
+        if name in idp_claims and not _empty(idp_claims[name]):
+            out[name] = idp_claims[name]
+    for scope in sorted(requested & frozenset(STANDARD_SCOPE_CLAIMS)):
+        for claim, sources in STANDARD_SCOPE_CLAIMS[scope].items():
+            for source_scope, source_claim in sources:
+                value = idp_claims.get(source_claim)
+                if source_scope in allowed and not _empty(value):
+                    out.setdefault(claim, value)
+                    break
+    return dict(sorted(out.items()))

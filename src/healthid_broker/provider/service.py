@@ -37,7 +37,7 @@ from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
 from ..upstream.errors import IdpDeclined, IssuerMismatch, UpstreamError, sanitize
 from ..upstream.idp_list import IdpEntry
 from . import pkce
-from .claims import check_requested_scopes, minimise_claims, parse_scope
+from .claims import grant_scopes, minimise_claims, parse_scope, upstream_scopes
 from .client_auth import ClientAuthMethod, RegisteredClient, authenticate_client
 from .directory import AppConfig, ClientConfig
 from .errors import OAuthError
@@ -122,6 +122,11 @@ class ClientAuthenticator:
 def _with_query(url: str, params: Mapping[str, str]) -> str:
     sep = "&" if urlsplit(url).query else "?"
     return f"{url}{sep}{urlencode(params)}"
+
+
+def _allowed(app: AppConfig, client: ClientConfig) -> frozenset[str]:
+    """The telematik scopes this client may be granted (its allow-list within the app's)."""
+    return client.allowed_scopes & app.scopes
 
 
 def effective_acr(app: AppConfig, requested: tuple[str, ...]) -> str:
@@ -220,8 +225,7 @@ class ProviderService:
         if params.get("response_mode", "query") != "query":
             raise OAuthError.invalid_request("only response_mode=query is supported",
                                              redirectable=True)
-        allowed = client.allowed_scopes & app.scopes
-        scopes = check_requested_scopes(parse_scope(params.get("scope")), allowed)
+        scopes = grant_scopes(parse_scope(params.get("scope")), _allowed(app, client))
         challenge = params.get("code_challenge")
         method = params.get("code_challenge_method")
         if challenge is not None or method is not None or client.public:
@@ -290,7 +294,10 @@ class ProviderService:
         idp = started.idp or ""
         acr = effective_acr(app, req.acr_values)
         try:
-            up = await self.upstream.start(app.rp, idp, scope=" ".join(req.scopes), acr=acr)
+            client = app.clients.get(req.client_id)
+            allowed = _allowed(app, client) if client is not None else frozenset()
+            up = await self.upstream.start(
+                app.rp, idp, scope=" ".join(upstream_scopes(req.scopes, allowed)), acr=acr)
         except UpstreamError as exc:
             log.warning("upstream start failed for %s: %s", sanitize(idp, 200), exc)
             self._finished(tx.fail(started, "temporarily_unavailable"))
@@ -347,7 +354,7 @@ class ProviderService:
                 redirectable=True).redirect_params(req.state))
         now = self.clock()
         subject = pairwise_subject(app.pairwise_secret, validated.iss, validated.sub)
-        claims = minimise_claims(validated.claims, client.allowed_scopes & app.scopes, req.scopes)
+        claims = minimise_claims(validated.claims, _allowed(app, client), req.scopes)
         try:
             issued = tx.issue_code(
                 pending, subject=subject, claims=claims, acr=validated.acr,
@@ -414,10 +421,15 @@ class ProviderService:
         elif form.get("code_verifier") is not None:
             raise OAuthError.invalid_grant("code_verifier sent but no code_challenge was given")
         access = new_access_token(lifetime=ACCESS_TOKEN_LIFETIME)
+        signer = app.id_token_signer(client)
+        if signer is None:
+            raise OAuthError("server_error", "no signing key for the client's "
+                             "id_token_signed_response_alg")
+        signing_key, alg = signer
         id_token = build_id_token(
-            signing_key=app.id_token_key, issuer=app.issuer, client_id=client.client_id,
+            signing_key=signing_key, alg=alg, issuer=app.issuer, client_id=client.client_id,
             subject=issued.subject, now=now, claims=issued.claims, nonce=issued.nonce,
             auth_time=issued.auth_time, acr=issued.acr, amr=issued.amr,
             access_token=access.value, encryption_key=client.encryption_key)
-        return TokenAnswer(200, access.response(id_token),
+        return TokenAnswer(200, access.response(id_token, scope=" ".join(issued.scopes)),
                            {"Cache-Control": "no-store", "Pragma": "no-cache"})

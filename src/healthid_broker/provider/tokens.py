@@ -3,9 +3,11 @@
 * :func:`pairwise_subject` — per-application pairwise ``sub`` (OIDC Core §8.1): stable
   for the same person at the same IdP, unlinkable across applications. The person's
   pseudonym at the IdP is the pair (``iss``, ``sub``) (A_23035), so both enter the MAC.
-* :func:`build_id_token` — the app's ID token (OIDC Core §2, §3.1.3.6): ES256 JWS with
-  ``typ=JWT`` and ``kid``; optionally nested in a JWE (ECDH-ES + A256GCM, ``cty=JWT``,
-  OIDC Core §10.2: sign then encrypt) to the client's encryption key.
+* :func:`build_id_token` — the app's ID token (OIDC Core §2, §3.1.3.6): a JWS with
+  ``typ=JWT`` and ``kid``, ES256 by default, RS256 or PS256 (RSA ≥ 3072 bit) for a client
+  that registered that ``id_token_signed_response_alg``; optionally nested in a JWE
+  (ECDH-ES + A256GCM, ``cty=JWT``, OIDC Core §10.2: sign then encrypt) to the client's
+  encryption key.
 * :func:`new_access_token` — opaque random (256 bit) bearer token, lifetime ≤ 600 s and
   by construction no personal data (A_23078, A_23079).
 * :func:`new_authorization_code` — random (256 bit), single use via the login store's
@@ -21,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..crypto.app_signing import DEFAULT_ID_TOKEN_ALG, RSASigningKey, sign_jws_rsa
 from ..crypto.jose import JWK, b64u_encode, encrypt_jwe, sign_jws
 from ..crypto.mac import HmacSha256
 
@@ -76,13 +79,14 @@ def _keyed(secret: bytes) -> HmacSha256:
 
 
 def at_hash(access_token: str) -> str:
-    """OIDC Core §3.1.3.6 ``at_hash`` for ES256: left half of SHA-256, base64url."""
+    """OIDC Core §3.1.3.6 ``at_hash`` for ES256, RS256 and PS256 (all SHA-256): the left
+    half of SHA-256, base64url."""
     return b64u_encode(hashlib.sha256(access_token.encode("ascii")).digest()[:16])
 
 
 def build_id_token(
     *,
-    signing_key: JWK,
+    signing_key: JWK | RSASigningKey,
     issuer: str,
     client_id: str,
     subject: str,
@@ -95,8 +99,10 @@ def build_id_token(
     access_token: str | None = None,
     lifetime: int = ID_TOKEN_LIFETIME,
     encryption_key: JWK | None = None,
+    alg: str = DEFAULT_ID_TOKEN_ALG,
 ) -> str:
-    """Build (and optionally encrypt) the app's ID token.
+    """Build (and optionally encrypt) the app's ID token, signed with ``alg`` (ES256 with
+    an EC ``signing_key``; RS256 or PS256 with an :class:`RSASigningKey`).
 
     ``claims`` are the minimised user claims; they may not shadow a protocol claim.
     With ``encryption_key`` the result is a JWE with ``cty=JWT`` wrapping the JWS.
@@ -129,7 +135,12 @@ def build_id_token(
     if access_token is not None:
         payload["at_hash"] = at_hash(access_token)
     payload.update(extra)
-    jws = sign_jws(payload, signing_key, typ="JWT")
+    if isinstance(signing_key, RSASigningKey):
+        jws = sign_jws_rsa(payload, signing_key, alg, typ="JWT")
+    elif alg == DEFAULT_ID_TOKEN_ALG:
+        jws = sign_jws(payload, signing_key, typ="JWT")
+    else:
+        raise TokenError(f"{alg} needs an RSA signing key")
     if encryption_key is None:
         return jws
     if encryption_key.use not in (None, "enc"):
@@ -144,14 +155,18 @@ class AccessToken:
     value: str
     expires_in: int
 
-    def response(self, id_token: str) -> dict[str, Any]:
-        """The token endpoint's JSON body (OIDC Core §3.1.3.3)."""
-        return {
+    def response(self, id_token: str, scope: str | None = None) -> dict[str, Any]:
+        """The token endpoint's JSON body (OIDC Core §3.1.3.3); ``scope`` is the granted
+        scope (RFC 6749 §5.1, required where it differs from the requested one, §3.3)."""
+        body: dict[str, Any] = {
             "access_token": self.value,
             "token_type": "Bearer",
             "expires_in": self.expires_in,
             "id_token": id_token,
         }
+        if scope is not None:
+            body["scope"] = scope
+        return body
 
 
 def new_access_token(

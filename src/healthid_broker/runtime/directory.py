@@ -137,7 +137,7 @@ class TenancyDirectory:
             c.client_id: ClientConfig(
                 client_id=c.client_id, auth_method=c.auth_method,
                 redirect_uris=frozenset(c.redirect_uris), allowed_scopes=frozenset(c.scopes),
-                jwks=tuple(c.jwks), active=c.active)
+                jwks=tuple(c.jwks), active=c.active, id_token_alg=c.id_token_alg)
             for c in view.clients
         }
         by_id = {c.client_id: c for c in view.clients}
@@ -167,5 +167,7 @@ class TenancyDirectory:
             required_acr=view.required_acr, active=view.active, clients=clients,
             rp=rp, entity=entity, id_token_key=keys.id_token_signing_key,
             provider_jwks=tuple(k.public() for k in keys.id_token_signing_keys),
+            id_token_rsa_key=keys.id_token_rsa_key,
+            provider_rsa_jwks=tuple(k.public() for k in keys.id_token_rsa_keys),
             pairwise_secret=pairwise, verify_secret=verify_secret,
         )

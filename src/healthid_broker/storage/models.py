@@ -136,6 +136,9 @@ class Client(Base):
     active: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # the client's id_token_signed_response_alg: ES256 (default), RS256 or PS256
+    signed_response_alg: Mapped[str] = mapped_column(String(8), default="ES256",
+                                              server_default="ES256")
 
     application: Mapped[Application] = relationship(back_populates="clients")
 
@@ -143,7 +146,8 @@ class Client(Base):
 class AppKey(Base):
     """One key of an application's key set, with its rotation state and timestamps.
 
-    ``purpose``: ``federation_sig`` | ``mtls`` | ``id_token_enc`` | ``id_token_sig``;
+    ``purpose``: ``federation_sig`` | ``mtls`` | ``id_token_enc`` | ``id_token_sig`` |
+    ``id_token_sig_rsa``;
     ``state``: ``next`` → ``current`` → ``retired`` (A_24607, A_28209).
     ``created_at`` is when the key was first published.
     """

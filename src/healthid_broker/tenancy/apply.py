@@ -19,6 +19,7 @@ Shape (TOML shown; YAML is the same structure)::
     redirect_uris = ["https://app.example/cb"]
     scopes = ["openid"]                   # optional, default: the application's scopes
     jwks = { keys = [ ... ] }             # optional (required for private_key_jwt)
+    id_token_signed_response_alg = "ES256"  # optional: ES256 (default), RS256, PS256
     active = true                         # optional, default true
 
 Idempotent: objects are matched by tenant name, short key and client name; only
@@ -41,11 +42,13 @@ from typing import Any
 import yaml
 from sqlalchemy.orm import Session
 
+from healthid_broker.crypto.app_signing import DEFAULT_ID_TOKEN_ALG
+
 from .clients import validate_client_jwks
 from .errors import Conflict, InvalidInput
 from .rows import app_row
 from .service import TenancyService
-from .validation import validate_scopes
+from .validation import validate_id_token_alg, validate_scopes
 
 __all__ = ["ApplyResult", "apply_config", "load_config"]
 
@@ -54,7 +57,8 @@ _APP_KEYS = {
     "short_key", "display_name", "organization_name", "scopes", "required_acr", "active",
     "clients",
 }
-_CLIENT_KEYS = {"name", "auth_method", "redirect_uris", "scopes", "jwks", "active"}
+_CLIENT_KEYS = {"name", "auth_method", "redirect_uris", "scopes", "jwks", "active",
+                "id_token_signed_response_alg"}
 
 
 @dataclass
@@ -221,12 +225,15 @@ def _apply(
                 )
                 c_active = _bool(c.get("active", True), f"{cw}.active")
                 c_jwks = validate_client_jwks(c.get("jwks"))
+                c_alg = validate_id_token_alg(
+                    c.get("id_token_signed_response_alg", DEFAULT_ID_TOKEN_ALG))
                 uris = _list(c["redirect_uris"], f"{cw}.redirect_uris")
                 row = next((x for x in app.clients if x.name == cname), None)
                 if row is None:
                     created = svc.clients.create_in(
                         s, app, auth_method=c["auth_method"], redirect_uris=uris, now=now,
                         name=cname, scopes=c_scopes, jwks=c_jwks, active=c_active,
+                        id_token_alg=c_alg,
                     )
                     result.changes.append(
                         f"+ client {key}/{cname} ({c['auth_method']}, "
@@ -248,6 +255,7 @@ def _apply(
                         ("scopes", row.scopes, c_scopes),
                         ("jwks", row.jwks, c_jwks),
                         ("active", row.active, c_active),
+                        ("id_token_signed_response_alg", row.signed_response_alg, c_alg),
                     )
                     if old != new
                 }
@@ -262,7 +270,7 @@ def _apply(
                         )
                     svc.clients.update_row(
                         s, app, row, now=now, redirect_uris=uris, scopes=c_scopes,
-                        jwks=c_jwks, active=c_active,
+                        jwks=c_jwks, active=c_active, id_token_alg=c_alg,
                     )
             if list(app.scopes) != want_scopes:
                 svc.applications.update_row(s, app, now=now, scopes=want_scopes)

@@ -16,16 +16,20 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from healthid_broker.crypto.app_signing import DEFAULT_ID_TOKEN_ALG
 from healthid_broker.crypto.jose import JWK, JoseError
 from healthid_broker.storage.models import Application, Client
 
 from .data_keys import DataKeys
 from .errors import Conflict, InvalidInput, NotFound
+from .keys import ensure_rsa_key
+from .keyset import RotationPolicy
 from .rows import app_row, client_row, client_view
 from .store import TenantDatabase
 from .validation import (
     validate_auth_method,
     validate_client_name,
+    validate_id_token_alg,
     validate_redirect_uris,
     validate_scopes,
 )
@@ -58,30 +62,36 @@ def validate_client_jwks(jwks: Mapping[str, Any] | None) -> dict[str, Any] | Non
 
 
 class Clients:
-    def __init__(self, db: TenantDatabase, data_keys: DataKeys) -> None:
+    def __init__(self, db: TenantDatabase, data_keys: DataKeys,
+                 policy: RotationPolicy | None = None) -> None:
         self.db = db
         self.data_keys = data_keys
+        self.policy = policy or RotationPolicy()
 
     def create(
         self, short_key: str, *, auth_method: str, redirect_uris: Iterable[str], now: float,
         name: str | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = None, active: bool = True,
+        id_token_alg: str = DEFAULT_ID_TOKEN_ALG,
     ) -> CreatedClient:
         """Create a client; for ``client_secret_basic`` the secret is in the result ONCE."""
         with self.db.application_transaction(short_key) as (s, tenant_id):
             app = app_row(s, tenant_id, short_key, lock=True)
             return self.create_in(
                 s, app, auth_method=auth_method, redirect_uris=redirect_uris, now=now,
-                name=name, scopes=scopes, jwks=jwks, active=active,
+                name=name, scopes=scopes, jwks=jwks, active=active, id_token_alg=id_token_alg,
             )
 
     def create_in(
         self, s: Session, app: Application, *, auth_method: str,
         redirect_uris: Iterable[str], now: float, name: str | None,
         scopes: Iterable[str] | None, jwks: Mapping[str, Any] | None, active: bool,
+        id_token_alg: str = DEFAULT_ID_TOKEN_ALG,
     ) -> CreatedClient:
-        """Create inside ``s``'s transaction, scoped to ``app``'s tenant."""
+        """Create inside ``s``'s transaction, scoped to ``app``'s tenant. An RS256/PS256
+        client gives the application its RSA key if it has none yet."""
         method = validate_auth_method(auth_method)
+        alg = validate_id_token_alg(id_token_alg)
         uris = validate_redirect_uris(redirect_uris)
         scope_t = validate_scopes(app.scopes if scopes is None else scopes, app.scopes)
         jwks_d = validate_client_jwks(jwks)
@@ -100,10 +110,12 @@ class Clients:
             id=str(uuid.uuid4()), application_id=app.id, tenant_id=app.tenant_id,
             client_id=client_id, name=name, auth_method=method, secret_digest=digest,
             redirect_uris=list(uris), scopes=list(scope_t), jwks=jwks_d, active=bool(active),
-            created_at=now, updated_at=now,
+            created_at=now, updated_at=now, signed_response_alg=alg,
         )
         app.clients.append(row)
         s.flush()
+        if alg != DEFAULT_ID_TOKEN_ALG:
+            ensure_rsa_key(s, app, self.data_keys, now, self.policy)
         TenantDatabase.announce_change(s, app.short_key)
         return CreatedClient(client_view(row, app), secret)
 
@@ -139,21 +151,26 @@ class Clients:
         self, short_key: str, client_id: str, *, now: float,
         redirect_uris: Iterable[str] | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = UNSET, active: bool | None = None,
+        id_token_alg: str | None = None,
     ) -> ClientView:
         with self.db.application_transaction(short_key) as (s, tenant_id):
             app = app_row(s, tenant_id, short_key, lock=True)
             row = client_row(app, client_id)
             self.update_row(s, app, row, now=now, redirect_uris=redirect_uris,
-                            scopes=scopes, jwks=jwks, active=active)
+                            scopes=scopes, jwks=jwks, active=active, id_token_alg=id_token_alg)
             return client_view(row, app)
 
-    @staticmethod
     def update_row(
-        s: Session, app: Application, row: Client, *, now: float,
+        self, s: Session, app: Application, row: Client, *, now: float,
         redirect_uris: Iterable[str] | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = UNSET, active: bool | None = None,
+        id_token_alg: str | None = None,
     ) -> None:
         """Change ``row`` (loaded in ``s``'s tenant-scoped transaction)."""
+        if id_token_alg is not None:
+            row.signed_response_alg = validate_id_token_alg(id_token_alg)
+            if row.signed_response_alg != DEFAULT_ID_TOKEN_ALG:
+                ensure_rsa_key(s, app, self.data_keys, now, self.policy)
         if redirect_uris is not None:
             row.redirect_uris = list(validate_redirect_uris(redirect_uris))
         if scopes is not None:

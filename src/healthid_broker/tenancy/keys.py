@@ -7,19 +7,24 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from healthid_broker.crypto.app_signing import RSA_ALGS
 from healthid_broker.crypto.envelope import DataKey
 from healthid_broker.crypto.keys import public_key_pem
-from healthid_broker.storage.models import AppKey
+from healthid_broker.storage.models import AppKey, Application
 
 from .data_keys import DataKeys
 from .errors import InvalidInput, NotFound
 from .keyset import (
+    ALL_PURPOSES,
+    ON_DEMAND_PURPOSES,
     PURPOSES,
     RotationPolicy,
     new_app_key,
     open_jwk,
     open_mtls,
+    open_rsa,
     published,
     rotate_purpose,
 )
@@ -28,9 +33,33 @@ from .store import TenantDatabase
 from .validation import validate_base_url
 from .views import AppKeys, KeyChange, KeyInfo
 
-__all__ = ["ENVIRONMENTS", "KeySets"]
+__all__ = ["ENVIRONMENTS", "KeySets", "ensure_rsa_key", "needs_rsa_key"]
 
 ENVIRONMENTS: tuple[str, ...] = ("tu", "ru", "pu", "sandbox")
+
+
+def needs_rsa_key(app: Application) -> bool:
+    """Whether a client of ``app`` has its ID tokens signed with RS256 or PS256."""
+    return any(c.signed_response_alg in RSA_ALGS for c in app.clients)
+
+
+def ensure_rsa_key(s: Session, app: Application, data_keys: DataKeys, now: float,
+                   policy: RotationPolicy) -> KeyChange | None:
+    """Give ``app`` a current ``id_token_sig_rsa`` key if it has none yet (inside ``s``'s
+    transaction, with ``app`` locked; the first RSA client's key is current at once, as an
+    application's first keys are)."""
+    rows = s.scalars(select(AppKey).where(
+        AppKey.application_id == app.id, AppKey.tenant_id == app.tenant_id,
+        AppKey.purpose == "id_token_sig_rsa", AppKey.state.in_(("current", "next"))))
+    if rows.first() is not None:
+        return None
+    dek_id, dek = data_keys.current(s, app.tenant_id)
+    row = new_app_key(application_id=app.id, tenant_id=app.tenant_id,
+                      short_key=app.short_key, purpose="id_token_sig_rsa", state="current",
+                      data_key_id=dek_id, data_key=dek, now=now, policy=policy)
+    s.add(row)
+    s.flush()
+    return KeyChange(row.purpose, row.kid, "activated", now)
 
 
 class KeySets:
@@ -84,6 +113,10 @@ class KeySets:
             mtls = [open_mtls(r, dek(r)) for r in pub("mtls")]
             enc = [open_jwk(r, dek(r)) for r in pub("id_token_enc")]
             idsig = [open_jwk(r, dek(r)) for r in pub("id_token_sig")]
+            rsa_rows = published(by_purpose.get("id_token_sig_rsa", []), now, self.policy)
+            if rsa_rows and rsa_rows[0].state != "current":
+                rsa_rows = []  # only a next key (cannot happen after rotate); none usable
+            idrsa = [open_rsa(r, dek(r)) for r in rsa_rows]
             return AppKeys(
                 short_key=app.short_key,
                 federation_signing_key=fed[0],
@@ -93,6 +126,7 @@ class KeySets:
                 id_token_encryption_keys=tuple(enc),
                 id_token_signing_key=idsig[0],
                 id_token_signing_keys=tuple(idsig),
+                id_token_rsa_keys=tuple(idrsa),
             )
 
     def rotate(
@@ -104,10 +138,11 @@ class KeySets:
         ``force`` publishes a new ``next`` key for every purpose (or the given
         ``purposes``) that has none; it still becomes current only after 24 h (A_24607).
         """
-        wanted = tuple(purposes) if purposes is not None else PURPOSES
+        wanted = tuple(purposes) if purposes is not None else ALL_PURPOSES
         for p in wanted:
-            if p not in PURPOSES:
-                raise InvalidInput(f"unknown key purpose {p!r}; one of {', '.join(PURPOSES)}")
+            if p not in ALL_PURPOSES:
+                raise InvalidInput(
+                    f"unknown key purpose {p!r}; one of {', '.join(ALL_PURPOSES)}")
         with self.db.application_transaction(short_key) as (s, tenant_id):
             app = app_row(s, tenant_id, short_key, lock=True)
             rows = list(s.scalars(
@@ -116,8 +151,10 @@ class KeySets:
             ))
             changes: list[KeyChange] = []
             current: tuple[str, DataKey] | None = None
-            for purpose in PURPOSES:
+            for purpose in ALL_PURPOSES:
                 prow = [r for r in rows if r.purpose == purpose]
+                if purpose in ON_DEMAND_PURPOSES and not prow and not needs_rsa_key(app):
+                    continue  # no client needs this key (yet)
                 result = rotate_purpose(
                     prow, now, self.policy, force=force and purpose in wanted
                 )

@@ -8,7 +8,10 @@ Purposes:
   published as a sig JWK with exactly one ``x5c`` (A_23183). Renewed ``mtls_renew_before``
   ahead of expiry.
 * ``id_token_enc`` — the ECDH-ES key the IdPs encrypt ID tokens to (A_23194).
-* ``id_token_sig`` — the broker's own OIDC ID-token signing key toward the apps.
+* ``id_token_sig`` — the broker's own OIDC ID-token signing key toward the apps (ES256).
+* ``id_token_sig_rsa`` — the RSA key (3072 bit) for clients that registered
+  ``id_token_signed_response_alg`` RS256 or PS256. Created with the first such client of
+  the application (:data:`ON_DEMAND_PURPOSES`), then rotated like ``id_token_sig``.
 
 States ``next`` → ``current`` → ``retired``:
 
@@ -27,7 +30,13 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from healthid_broker.crypto.app_signing import (
+    RSASigningKey,
+    load_rsa_private_key_pem,
+    rsa_private_key_pem,
+)
 from healthid_broker.crypto.envelope import DataKey
 from healthid_broker.crypto.jose import JWK
 from healthid_broker.crypto.keys import (
@@ -45,16 +54,23 @@ from healthid_broker.storage.models import AppKey
 from .views import KeyChange, MtlsIdentity
 
 __all__ = [
+    "ALL_PURPOSES",
+    "ON_DEMAND_PURPOSES",
     "PURPOSES",
     "RotationPolicy",
     "new_app_key",
     "open_jwk",
     "open_mtls",
+    "open_rsa",
     "published",
     "rotate_purpose",
 ]
 
 PURPOSES: tuple[str, ...] = ("federation_sig", "mtls", "id_token_enc", "id_token_sig")
+"""The purposes every application has from its creation on."""
+ON_DEMAND_PURPOSES: tuple[str, ...] = ("id_token_sig_rsa",)
+"""Purposes whose first key is created when a client needs it."""
+ALL_PURPOSES: tuple[str, ...] = PURPOSES + ON_DEMAND_PURPOSES
 DAY = 86400.0
 
 
@@ -84,6 +100,7 @@ class RotationPolicy:
         return {
             "federation_sig": self.federation_sig_lifetime,
             "id_token_sig": self.id_token_sig_lifetime,
+            "id_token_sig_rsa": self.id_token_sig_lifetime,
             "id_token_enc": self.id_token_enc_lifetime,
         }.get(purpose)
 
@@ -104,9 +121,17 @@ def new_app_key(
     now: float,
     policy: RotationPolicy,
 ) -> AppKey:
-    """Generate one key (EC P-256, A_23196) with a UUIDv7 kid (A_28208), sealed."""
-    key = new_ec_key()
+    """Generate one key with a UUIDv7 kid (A_28208), sealed: EC P-256 (A_23196), or RSA
+    3072 bit for ``id_token_sig_rsa``."""
     kid = uuid7(int(now * 1000))
+    if purpose == "id_token_sig_rsa":
+        rsa_key = RSASigningKey.generate(kid=kid)
+        assert rsa_key.private_key is not None
+        return _row(application_id=application_id, tenant_id=tenant_id, purpose=purpose,
+                    kid=kid, state=state, data_key_id=data_key_id, data_key=data_key,
+                    now=now, public_jwk=rsa_key.public_dict(),
+                    private_pem=rsa_private_key_pem(rsa_key.private_key))
+    key = new_ec_key()
     cert_text: str | None = None
     not_after: float | None = None
     if purpose in ("federation_sig", "id_token_sig"):
@@ -123,6 +148,16 @@ def new_app_key(
         not_after = cert.not_valid_after_utc.timestamp()
     else:
         raise ValueError(f"unknown key purpose {purpose!r}")
+    return _row(application_id=application_id, tenant_id=tenant_id, purpose=purpose, kid=kid,
+                state=state, data_key_id=data_key_id, data_key=data_key, now=now,
+                public_jwk=jwk.public_dict(), private_pem=private_key_pem(key),
+                cert_text=cert_text, not_after=not_after)
+
+
+def _row(*, application_id: str, tenant_id: str, purpose: str, kid: str, state: str,
+         data_key_id: str, data_key: DataKey, now: float, public_jwk: dict[str, Any],
+         private_pem: bytes, cert_text: str | None = None,
+         not_after: float | None = None) -> AppKey:
     return AppKey(
         id=str(uuid.uuid4()),
         application_id=application_id,
@@ -131,8 +166,8 @@ def new_app_key(
         purpose=purpose,
         kid=kid,
         state=state,
-        public_jwk=jwk.public_dict(),
-        sealed_private=data_key.seal(private_key_pem(key), _aad(application_id, purpose, kid)),
+        public_jwk=public_jwk,
+        sealed_private=data_key.seal(private_pem, _aad(application_id, purpose, kid)),
         cert_pem=cert_text,
         not_after=not_after,
         created_at=now,
@@ -148,6 +183,12 @@ def open_jwk(row: AppKey, data_key: DataKey) -> JWK:
     return JWK.from_private_key(
         load_private_key_pem(pem), kid=row.kid, use=pub.use, alg=pub.alg, x5c=pub.x5c
     )
+
+
+def open_rsa(row: AppKey, data_key: DataKey) -> RSASigningKey:
+    """The row's RSA key with its private part (unsealed)."""
+    pem = data_key.open(row.sealed_private, _aad(row.application_id, row.purpose, row.kid))
+    return RSASigningKey.from_private_key(load_rsa_private_key_pem(pem), kid=row.kid)
 
 
 def open_mtls(row: AppKey, data_key: DataKey) -> MtlsIdentity:

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from healthid_broker.crypto.app_signing import DEFAULT_ID_TOKEN_ALG
 from healthid_broker.crypto.key_provider import KeyProvider
 
 from .applications import Applications
@@ -56,7 +57,7 @@ class TenancyService:
         self.data_keys = DataKeys(key_provider)
         self.tenants = Tenants(self.db, self.data_keys)
         self.applications = Applications(self.db, self.data_keys, self.policy)
-        self.clients = Clients(self.db, self.data_keys)
+        self.clients = Clients(self.db, self.data_keys, self.policy)
         self.keys = KeySets(self.db, self.data_keys, self.policy)
 
     # tenants
@@ -104,11 +105,13 @@ class TenancyService:
         self, short_key: str, *, auth_method: str, redirect_uris: Iterable[str], now: float,
         name: str | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = None, active: bool = True,
+        id_token_alg: str = DEFAULT_ID_TOKEN_ALG,
     ) -> CreatedClient:
-        """Create a client; for ``client_secret_basic`` the secret is in the result ONCE."""
+        """Create a client; for ``client_secret_basic`` the secret is in the result ONCE.
+        ``id_token_alg`` is its ``id_token_signed_response_alg`` (ES256, RS256, PS256)."""
         return self.clients.create(
             short_key, auth_method=auth_method, redirect_uris=redirect_uris, now=now,
-            name=name, scopes=scopes, jwks=jwks, active=active)
+            name=name, scopes=scopes, jwks=jwks, active=active, id_token_alg=id_token_alg)
 
     def get_client(self, short_key: str, client_id: str) -> ClientView | None:
         return self.clients.get(short_key, client_id)
@@ -124,9 +127,11 @@ class TenancyService:
         self, short_key: str, client_id: str, *, now: float,
         redirect_uris: Iterable[str] | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = UNSET, active: bool | None = None,
+        id_token_alg: str | None = None,
     ) -> ClientView:
         return self.clients.update(short_key, client_id, now=now, redirect_uris=redirect_uris,
-                                   scopes=scopes, jwks=jwks, active=active)
+                                   scopes=scopes, jwks=jwks, active=active,
+                                   id_token_alg=id_token_alg)
 
     def update_redirect_uris(
         self, short_key: str, client_id: str, redirect_uris: Iterable[str], *, now: float

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from ..crypto.app_signing import ID_TOKEN_ALGS
 from ..ti_profile import ACR_VALUES, SCOPE_CLAIMS
 from .errors import InvalidInput
 
@@ -27,6 +28,7 @@ __all__ = [
     "validate_auth_method",
     "validate_base_url",
     "validate_client_name",
+    "validate_id_token_alg",
     "validate_redirect_uri",
     "validate_redirect_uris",
     "validate_scopes",
@@ -118,6 +120,15 @@ def validate_auth_method(value: object) -> str:
         raise InvalidInput(
             f"client authentication method must be one of {', '.join(AUTH_METHODS)}"
         )
+    return value
+
+
+def validate_id_token_alg(value: object) -> str:
+    """A client's ``id_token_signed_response_alg`` (OIDC Dynamic Client Registration §2):
+    ES256 (default), RS256 or PS256."""
+    if not isinstance(value, str) or value not in ID_TOKEN_ALGS:
+        raise InvalidInput(
+            f"id_token_signed_response_alg must be one of {', '.join(ID_TOKEN_ALGS)}")
     return value
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from healthid_broker.crypto.app_signing import DEFAULT_ID_TOKEN_ALG, DEVIATIONS, RSASigningKey
 from healthid_broker.crypto.jose import JWK
 
 from .validation import AUTH_METHODS
@@ -46,6 +47,13 @@ class ClientView:
     active: bool
     created_at: float
     secret_digest: bytes | None = field(default=None, repr=False)
+    id_token_alg: str = DEFAULT_ID_TOKEN_ALG  # id_token_signed_response_alg
+
+    @property
+    def deviations(self) -> tuple[str, ...]:
+        """Where this client's configuration deviates from BSI TR-02102-1 (RS256)."""
+        text = DEVIATIONS.get(self.id_token_alg)
+        return (text,) if text else ()
 
     @property
     def client_type(self) -> str:
@@ -67,6 +75,8 @@ class ClientView:
             "redirect_uris": list(self.redirect_uris),
             "scopes": list(self.scopes),
             "jwks": {"keys": [k.public_dict() for k in self.jwks]} if self.jwks else None,
+            "id_token_signed_response_alg": self.id_token_alg,
+            "deviations": list(self.deviations),
             "active": self.active,
         }
 
@@ -169,6 +179,12 @@ class AppKeys:
     id_token_encryption_keys: tuple[JWK, ...] = field(repr=False)
     id_token_signing_key: JWK = field(repr=False)
     id_token_signing_keys: tuple[JWK, ...] = field(repr=False)
+    id_token_rsa_keys: tuple[RSASigningKey, ...] = field(default=(), repr=False)
+
+    @property
+    def id_token_rsa_key(self) -> RSASigningKey | None:
+        """The current RSA key (RS256/PS256), if a client of the application needs one."""
+        return self.id_token_rsa_keys[0] if self.id_token_rsa_keys else None
 
     def federation_jwks(self) -> dict[str, Any]:
         """Top-level ``jwks`` of the entity configuration (public parts)."""
@@ -182,5 +198,7 @@ class AppKeys:
         return {"keys": keys}
 
     def provider_jwks(self) -> dict[str, Any]:
-        """The broker's OP ``jwks_uri`` toward the app (ID-token signing keys)."""
-        return {"keys": [k.public_dict() for k in self.id_token_signing_keys]}
+        """The broker's OP ``jwks_uri`` toward the app (ID-token signing keys, EC and RSA)."""
+        keys = [k.public_dict() for k in self.id_token_signing_keys]
+        keys += [k.public_dict() for k in self.id_token_rsa_keys]
+        return {"keys": keys}

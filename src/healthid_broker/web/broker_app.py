@@ -32,9 +32,10 @@ from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import jsoncodec
+from ..crypto.app_signing import ID_TOKEN_ALGS
 from ..federation.statements import ENTITY_STATEMENT_CONTENT_TYPE
 from ..login.errors import SealError, StoreError
-from ..provider.claims import SCOPE_CLAIMS
+from ..provider.claims import STANDARD_SCOPE_CLAIMS, claims_for_scopes, scopes_offered
 from ..provider.directory import AppConfig
 from ..provider.service import (
     ErrorPage,
@@ -175,15 +176,16 @@ class BrokerWeb:
         return Response(token, media_type=ENTITY_STATEMENT_CONTENT_TYPE, headers={
             "cache-control": f"public, max-age={ENTITY_CONFIGURATION_MAX_AGE}"})
 
-    async def discovery(self, request: Request) -> Response:
-        app = await self._app_or_404(request)
-        if app is None:
-            return JSONResponse({"error": "not_found"}, 404)
+    def metadata(self, app: AppConfig) -> dict[str, Any]:
+        """The provider's metadata, ONE document for both the OIDC discovery document
+        (OpenID Connect Discovery §3) and the RFC 8414 authorization-server metadata, so a
+        strict client finds the same values in both."""
         sk = app.short_key
-        claims = sorted({c for s in app.scopes for c in SCOPE_CLAIMS.get(s, ())}
+        claims = sorted(claims_for_scopes(app.scopes)
+                        | claims_for_scopes(STANDARD_SCOPE_CLAIMS)
                         | {"sub", "iss", "aud", "exp", "iat", "nonce", "acr", "amr",
                            "auth_time", "azp", "at_hash"})
-        doc = {
+        return {
             "issuer": app.issuer,
             "authorization_endpoint": self.urls.browser(sk, "authorize"),
             "token_endpoint": self.urls.public(sk, "token"),
@@ -193,14 +195,14 @@ class BrokerWeb:
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code"],
             "subject_types_supported": ["pairwise"],
-            "id_token_signing_alg_values_supported": ["ES256"],
+            "id_token_signing_alg_values_supported": list(ID_TOKEN_ALGS),
             "id_token_encryption_alg_values_supported": ["ECDH-ES"],
             "id_token_encryption_enc_values_supported": ["A256GCM"],
             "token_endpoint_auth_methods_supported": [
                 "client_secret_basic", "private_key_jwt", "none"],
             "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
             "code_challenge_methods_supported": ["S256"],
-            "scopes_supported": sorted(app.scopes),
+            "scopes_supported": list(scopes_offered(app.scopes)),
             "claims_supported": claims,
             "acr_values_supported": [ACR_HIGH, ACR_SUBSTANTIAL],
             "ui_locales_supported": ["de", "en"],
@@ -209,13 +211,28 @@ class BrokerWeb:
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
         }
-        return JSONResponse(doc, headers={"cache-control": "public, max-age=300"})
+
+    async def discovery(self, request: Request) -> Response:
+        """``<issuer>/.well-known/openid-configuration`` (OpenID Connect Discovery §4)."""
+        app = await self._app_or_404(request)
+        if app is None:
+            return JSONResponse({"error": "not_found"}, 404)
+        return JSONResponse(self.metadata(app), headers={"cache-control": "public, max-age=300"})
+
+    async def authorization_server_metadata(self, request: Request) -> Response:
+        """RFC 8414 metadata: at ``/.well-known/oauth-authorization-server/<short-key>`` (the
+        path-inserted form of §3.1) and beside the discovery document at
+        ``<issuer>/.well-known/oauth-authorization-server`` (where many libraries look)."""
+        app = await self._app_or_404(request)
+        if app is None:
+            return JSONResponse({"error": "not_found"}, 404)
+        return JSONResponse(self.metadata(app), headers={"cache-control": "public, max-age=300"})
 
     async def jwks(self, request: Request) -> Response:
         app = await self._app_or_404(request)
         if app is None:
             return JSONResponse({"error": "not_found"}, 404)
-        return JSONResponse({"keys": [k.public_dict() for k in app.provider_jwks]},
+        return JSONResponse(app.published_jwks(),
                              headers={"cache-control": "public, max-age=300"})
 
     async def idps(self, request: Request) -> Response:
@@ -345,6 +362,8 @@ class BrokerWeb:
             "token": (self.token, _POST),
             ".well-known/openid-federation": (self.entity_configuration, _GET),
             ".well-known/openid-configuration": (self.discovery, _GET),
+            ".well-known/oauth-authorization-server": (self.authorization_server_metadata,
+                                                       _GET),
             "jwks": (self.jwks, _GET),
             "idps": (self.idps, _GET),
         }
@@ -440,7 +459,9 @@ def create_broker_app(web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = Non
     routes: list[BaseRoute] = [_Prefix(prefix, app) for prefix, app in (mounts or {}).items()]
     routes += [Route("/{short_key}/" + path, endpoint, methods=methods)
                for path, (endpoint, methods) in web.endpoints().items()]
-    routes += [Route("/healthz", web.healthz, methods=_GET),
+    routes += [Route("/.well-known/oauth-authorization-server/{short_key}",
+                     web.authorization_server_metadata, methods=_GET),
+               Route("/healthz", web.healthz, methods=_GET),
                Route("/static/{path:path}", web.static_file, methods=_GET)]
     app = Starlette(routes=routes, exception_handlers={
         404: web.not_found,
