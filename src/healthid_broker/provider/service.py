@@ -42,6 +42,7 @@ from .client_auth import ClientAuthMethod, RegisteredClient, authenticate_client
 from .directory import AppConfig, ClientConfig
 from .errors import OAuthError
 from .interfaces import AppDirectory, ClientAuthentication, LoginTransactions, UpstreamLogin
+from .redirect_uris import redirect_uri_registered
 from .tokens import build_id_token, new_access_token, new_authorization_code, pairwise_subject
 
 log = logging.getLogger("healthid_broker.provider")
@@ -69,7 +70,8 @@ class ShowChooser:
     app: AppConfig
     txn_id: str
     idps: tuple[IdpEntry, ...]
-    lang: str | None
+    ui_locales: str | None  # the app's preference (OIDC Core §3.1.2.1); the page picks
+    redirect_uri: str = ""  # where the login ends (the page's CSP must let it go there)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,16 @@ class ClientAuthenticator:
 def _with_query(url: str, params: Mapping[str, str]) -> str:
     sep = "&" if urlsplit(url).query else "?"
     return f"{url}{sep}{urlencode(params)}"
+
+
+def _max_age(value: str | None) -> int | None:
+    """OIDC Core §3.1.2.1 ``max_age``: seconds, a non-negative integer."""
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 10:
+        raise OAuthError.invalid_request("max_age must be a non-negative integer (seconds)",
+                                         redirectable=True)
+    return int(value)
 
 
 def effective_acr(app: AppConfig, requested: tuple[str, ...]) -> str:
@@ -190,7 +202,7 @@ class ProviderService:
         if "client_id" in duplicated or client is None or not client.active:
             return ErrorPage("invalid_client", 400)
         redirect_uri = params.get("redirect_uri", "")
-        if "redirect_uri" in duplicated or redirect_uri not in client.redirect_uris:
+        if "redirect_uri" in duplicated or not redirect_uri_registered(client, redirect_uri):
             return ErrorPage("invalid_request", 400)
         state = params.get("state")
         try:
@@ -242,25 +254,27 @@ class ProviderService:
         state = params.get("state")
         if state is not None and len(state) > 1024:
             raise OAuthError.invalid_request("state is too long", redirectable=True)
+        max_age = _max_age(params.get("max_age"))
         request = tx.AppRequest(
             application=app.issuer, client_id=client.client_id, redirect_uri=redirect_uri,
             scopes=scopes, state=state, nonce=nonce,
             code_challenge=challenge, code_challenge_method=method if challenge else None,
             acr_values=tuple(a for a in acr_values if a in _ACR_RANK),
+            prompt="login" if "login" in prompt else None, max_age=max_age,
         )
         now = self.clock()
         hint = params.get("idp_hint") or None
         started = tx.start(request, txn_id=secrets.token_urlsafe(24), now=now, idp=hint)
         if hint:
             return await self._go_upstream(app, started)
-        lang = params.get("ui_locales", "").split(" ")[0][:2] or None
+        ui_locales = params.get("ui_locales", "")[:200] or None
         try:
             idps = await self.upstream.idps()
         except UpstreamError as exc:
             log.warning("IdP list unavailable: %s", exc)
             idps = ()
         await self.store.put_started(started, now=now)
-        return ShowChooser(app, started.txn_id, idps, lang)
+        return ShowChooser(app, started.txn_id, idps, ui_locales, redirect_uri)
 
     async def choose(self, short_key: str, txn_id: str, idp: str, lang: str | None) -> Outcome:
         """The hosted chooser's answer. ``lang`` is the chooser's language; the pages that
@@ -290,7 +304,8 @@ class ProviderService:
         idp = started.idp or ""
         acr = effective_acr(app, req.acr_values)
         try:
-            up = await self.upstream.start(app.rp, idp, scope=" ".join(req.scopes), acr=acr)
+            up = await self.upstream.start(app.rp, idp, scope=" ".join(req.scopes), acr=acr,
+                                           prompt=req.prompt, max_age=req.max_age)
         except UpstreamError as exc:
             log.warning("upstream start failed for %s: %s", sanitize(idp, 200), exc)
             self._finished(tx.fail(started, "temporarily_unavailable"))

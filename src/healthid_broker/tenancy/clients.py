@@ -24,6 +24,7 @@ from .errors import Conflict, InvalidInput, NotFound
 from .rows import app_row, client_row, client_view
 from .store import TenantDatabase
 from .validation import (
+    AUTH_METHODS,
     validate_auth_method,
     validate_client_name,
     validate_redirect_uris,
@@ -82,7 +83,7 @@ class Clients:
     ) -> CreatedClient:
         """Create inside ``s``'s transaction, scoped to ``app``'s tenant."""
         method = validate_auth_method(auth_method)
-        uris = validate_redirect_uris(redirect_uris)
+        uris = validate_redirect_uris(redirect_uris, public=AUTH_METHODS[method] == "public")
         scope_t = validate_scopes(app.scopes if scopes is None else scopes, app.scopes)
         jwks_d = validate_client_jwks(jwks)
         if method == "private_key_jwt" and jwks_d is None:
@@ -154,7 +155,8 @@ class Clients:
     ) -> None:
         """Change ``row`` (loaded in ``s``'s tenant-scoped transaction)."""
         if redirect_uris is not None:
-            row.redirect_uris = list(validate_redirect_uris(redirect_uris))
+            row.redirect_uris = list(validate_redirect_uris(
+                redirect_uris, public=AUTH_METHODS[row.auth_method] == "public"))
         if scopes is not None:
             row.scopes = list(validate_scopes(scopes, app.scopes))
         if jwks is not UNSET:
