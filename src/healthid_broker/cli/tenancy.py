@@ -266,6 +266,7 @@ def _client_create(args: argparse.Namespace) -> int:
     created = service_from_args(args).create_client(
         args.short_key, auth_method=args.auth_method, redirect_uris=args.redirect_uri,
         now=time.time(), name=args.name, scopes=args.scope or None, jwks=jwks,
+        require_par=args.require_par,
     )
     data = created.client.summary()
     text = f"created client {created.client.name}\n  client_id: {created.client.client_id}"
@@ -308,6 +309,18 @@ def _plain(v: Any) -> str:
     if isinstance(v, dict):
         return json.dumps(v)
     return str(v)
+
+
+@_guard
+def _client_update(args: argparse.Namespace) -> int:
+    view = service_from_args(args).update_client(
+        args.short_key, args.client, now=time.time(),
+        redirect_uris=args.redirect_uri or None, scopes=args.scope or None,
+        require_par=args.require_par)
+    d = view.summary()
+    _out(args, d, f"updated client {view.name}\n" +
+         "\n".join(f"{k}: {_plain(v)}" for k, v in d.items()))
+    return 0
 
 
 @_guard
@@ -448,7 +461,18 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--redirect-uri", action="append", required=True, help="(repeatable)")
     p.add_argument("--scope", action="append", help="(repeatable; default: the app's scopes)")
     p.add_argument("--jwks", help="JSON file with the client's public JWKS")
+    p.add_argument("--require-par", action="store_true",
+                   help="the client must push its authorization requests (RFC 9126 PAR)")
     p.set_defaults(func=_client_create)
+    p = csub.add_parser("update", parents=[common], help="change a client")
+    p.add_argument("short_key")
+    p.add_argument("client", help="client_id or name")
+    p.add_argument("--redirect-uri", action="append",
+                   help="(repeatable; replaces the registered redirect URIs)")
+    p.add_argument("--scope", action="append", help="(repeatable; replaces the scopes)")
+    p.add_argument("--require-par", action=argparse.BooleanOptionalAction, default=None,
+                   help="the client must (or need not) use the PAR endpoint (RFC 9126)")
+    p.set_defaults(func=_client_update)
     p = csub.add_parser("list", parents=[common], help="list clients")
     p.add_argument("short_key")
     p.set_defaults(func=_client_list)

@@ -24,6 +24,7 @@ class ClientConfig:
     allowed_scopes: frozenset[str]
     jwks: tuple[JWK, ...] = ()
     active: bool = True
+    require_par: bool = False  # RFC 9126 §5 require_pushed_authorization_requests
 
     @property
     def public(self) -> bool:

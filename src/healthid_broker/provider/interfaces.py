@@ -77,5 +77,5 @@ class ClientAuthentication(Protocol):
 
     async def authenticate(
         self, app: AppConfig, form: Sequence[tuple[str, str]], authorization: Sequence[str],
-        *, token_endpoint: str,
+        *, token_endpoint: str, par_endpoint: str | None = None,
     ) -> ClientConfig: ...

@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -136,6 +137,8 @@ class Client(Base):
     active: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # RFC 9126 §5 require_pushed_authorization_requests (migration 0003)
+    require_par: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     application: Mapped[Application] = relationship(back_populates="clients")
 

@@ -66,20 +66,21 @@ class Clients:
     def create(
         self, short_key: str, *, auth_method: str, redirect_uris: Iterable[str], now: float,
         name: str | None = None, scopes: Iterable[str] | None = None,
-        jwks: Mapping[str, Any] | None = None, active: bool = True,
+        jwks: Mapping[str, Any] | None = None, active: bool = True, require_par: bool = False,
     ) -> CreatedClient:
         """Create a client; for ``client_secret_basic`` the secret is in the result ONCE."""
         with self.db.application_transaction(short_key) as (s, tenant_id):
             app = app_row(s, tenant_id, short_key, lock=True)
             return self.create_in(
                 s, app, auth_method=auth_method, redirect_uris=redirect_uris, now=now,
-                name=name, scopes=scopes, jwks=jwks, active=active,
+                name=name, scopes=scopes, jwks=jwks, active=active, require_par=require_par,
             )
 
     def create_in(
         self, s: Session, app: Application, *, auth_method: str,
         redirect_uris: Iterable[str], now: float, name: str | None,
         scopes: Iterable[str] | None, jwks: Mapping[str, Any] | None, active: bool,
+        require_par: bool = False,
     ) -> CreatedClient:
         """Create inside ``s``'s transaction, scoped to ``app``'s tenant."""
         method = validate_auth_method(auth_method)
@@ -101,7 +102,7 @@ class Clients:
             id=str(uuid.uuid4()), application_id=app.id, tenant_id=app.tenant_id,
             client_id=client_id, name=name, auth_method=method, secret_digest=digest,
             redirect_uris=list(uris), scopes=list(scope_t), jwks=jwks_d, active=bool(active),
-            created_at=now, updated_at=now,
+            require_par=bool(require_par), created_at=now, updated_at=now,
         )
         app.clients.append(row)
         s.flush()
@@ -139,12 +140,13 @@ class Clients:
         self, short_key: str, client_id: str, *, now: float,
         redirect_uris: Iterable[str] | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = UNSET, active: bool | None = None,
+        require_par: bool | None = None,
     ) -> ClientView:
         with self.db.application_transaction(short_key) as (s, tenant_id):
             app = app_row(s, tenant_id, short_key, lock=True)
             row = client_row(app, client_id)
             self.update_row(s, app, row, now=now, redirect_uris=redirect_uris,
-                            scopes=scopes, jwks=jwks, active=active)
+                            scopes=scopes, jwks=jwks, active=active, require_par=require_par)
             return client_view(row, app)
 
     @staticmethod
@@ -152,6 +154,7 @@ class Clients:
         s: Session, app: Application, row: Client, *, now: float,
         redirect_uris: Iterable[str] | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = UNSET, active: bool | None = None,
+        require_par: bool | None = None,
     ) -> None:
         """Change ``row`` (loaded in ``s``'s tenant-scoped transaction)."""
         if redirect_uris is not None:
@@ -166,6 +169,8 @@ class Clients:
             row.jwks = jwks_d
         if active is not None:
             row.active = bool(active)
+        if require_par is not None:
+            row.require_par = bool(require_par)
         row.updated_at = now
         s.flush()
 

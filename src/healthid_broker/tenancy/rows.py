@@ -36,6 +36,7 @@ def client_view(c: Client, app: Application) -> ClientView:
         active=c.active,
         created_at=c.created_at,
         secret_digest=c.secret_digest,
+        require_par=bool(c.require_par),
     )
 
 

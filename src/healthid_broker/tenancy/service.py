@@ -103,12 +103,13 @@ class TenancyService:
     def create_client(
         self, short_key: str, *, auth_method: str, redirect_uris: Iterable[str], now: float,
         name: str | None = None, scopes: Iterable[str] | None = None,
-        jwks: Mapping[str, Any] | None = None, active: bool = True,
+        jwks: Mapping[str, Any] | None = None, active: bool = True, require_par: bool = False,
     ) -> CreatedClient:
-        """Create a client; for ``client_secret_basic`` the secret is in the result ONCE."""
+        """Create a client; for ``client_secret_basic`` the secret is in the result ONCE.
+        ``require_par``: the client must use the PAR endpoint (RFC 9126 §5)."""
         return self.clients.create(
             short_key, auth_method=auth_method, redirect_uris=redirect_uris, now=now,
-            name=name, scopes=scopes, jwks=jwks, active=active)
+            name=name, scopes=scopes, jwks=jwks, active=active, require_par=require_par)
 
     def get_client(self, short_key: str, client_id: str) -> ClientView | None:
         return self.clients.get(short_key, client_id)
@@ -124,9 +125,11 @@ class TenancyService:
         self, short_key: str, client_id: str, *, now: float,
         redirect_uris: Iterable[str] | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = UNSET, active: bool | None = None,
+        require_par: bool | None = None,
     ) -> ClientView:
         return self.clients.update(short_key, client_id, now=now, redirect_uris=redirect_uris,
-                                   scopes=scopes, jwks=jwks, active=active)
+                                   scopes=scopes, jwks=jwks, active=active,
+                                   require_par=require_par)
 
     def update_redirect_uris(
         self, short_key: str, client_id: str, redirect_uris: Iterable[str], *, now: float

@@ -46,6 +46,7 @@ class ClientView:
     active: bool
     created_at: float
     secret_digest: bytes | None = field(default=None, repr=False)
+    require_par: bool = False  # RFC 9126 §5
 
     @property
     def client_type(self) -> str:
@@ -68,6 +69,7 @@ class ClientView:
             "scopes": list(self.scopes),
             "jwks": {"keys": [k.public_dict() for k in self.jwks]} if self.jwks else None,
             "active": self.active,
+            "require_pushed_authorization_requests": self.require_par,
         }
 
 

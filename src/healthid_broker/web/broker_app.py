@@ -120,7 +120,7 @@ def chooser_csp(logo_uris: list[str | None], redirect_uri: str = "") -> str:
 
 def _wants_json(request: Request) -> bool:
     """API paths and clients that ask for JSON get JSON errors; people get pages."""
-    return request.url.path.endswith(("/token", "/jwks", "/idps")) or \
+    return request.url.path.endswith(("/token", "/par", "/jwks", "/idps")) or \
         "json" in request.headers.get("accept", "")
 
 
@@ -224,6 +224,9 @@ class BrokerWeb:
             "claims_parameter_supported": False,
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
+            # RFC 9126 §5; per client: require_pushed_authorization_requests
+            "pushed_authorization_request_endpoint": self.urls.public(sk, "par"),
+            "require_pushed_authorization_requests": False,
         }
         return JSONResponse(doc, headers={"cache-control": "public, max-age=300"})
 
@@ -289,6 +292,17 @@ class BrokerWeb:
         except SealError:  # a code no store key can be made of (empty, over-long)
             return _oauth_error("invalid_grant", "the code is invalid, expired or already used",
                                 400)
+        return JSONResponse(answer.body, answer.status, headers=answer.headers)
+
+    async def par(self, request: Request) -> Response:
+        """RFC 9126 §2: an app's pushed authorization request."""
+        items = await _form(request)
+        if items is None:
+            return _oauth_error("invalid_request", "the pushed authorization request must be "
+                                "an application/x-www-form-urlencoded body of at most 16 KiB "
+                                "in UTF-8", 400)
+        answer = await self.service.par(request.path_params["short_key"], items,
+                                        request.headers.getlist("authorization"))
         return JSONResponse(answer.body, answer.status, headers=answer.headers)
 
     async def healthz(self, request: Request) -> Response:
@@ -359,6 +373,7 @@ class BrokerWeb:
             "authorize/choose": (self.choose, _POST),
             "callback": (self.callback, _GET),
             "token": (self.token, _POST),
+            "par": (self.par, _POST),
             ".well-known/openid-federation": (self.entity_configuration, _GET),
             ".well-known/openid-configuration": (self.discovery, _GET),
             "jwks": (self.jwks, _GET),
