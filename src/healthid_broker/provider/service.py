@@ -3,7 +3,10 @@
 Framework-free: the web layer turns HTTP into calls of :class:`ProviderService` and its
 outcomes back into HTTP. Flow (see docs/login-flow.md)::
 
-    app ──/authorize──▶ validate client, redirect_uri, scope, PKCE ──▶ STARTED
+    app ──/par (RFC 9126)──▶ client authenticated, request validated ──▶ STARTED (60 s,
+          keyed by the request_uri) ──/authorize?client_id&request_uri──▶ STARTED (new id)
+    app ──/authorize──▶ validate client, redirect_uri (RFC 8252 loopback/private-use rules,
+                        .redirect_uris), scope, PKCE, prompt/max_age ──▶ STARTED
         ├─ idp_hint: STARTED with the IdP ───────────────┐
         └─ hosted chooser (/authorize/choose): choose_idp ┤
                                                          ▼
