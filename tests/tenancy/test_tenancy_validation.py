@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 
 from healthid_broker.tenancy.errors import InvalidInput
 from healthid_broker.tenancy.validation import (
+    loopback_any_port,
     validate_base_url,
     validate_redirect_uri,
+    validate_redirect_uris,
     validate_scopes,
     validate_short_key,
 )
@@ -118,3 +120,72 @@ def test_base_url() -> None:
     assert validate_base_url("http://127.0.0.1:8443") == "http://127.0.0.1:8443"
     with pytest.raises(InvalidInput):
         validate_base_url("http://broker.example")
+
+
+# ---------------------------------------------------------------- native apps (RFC 8252)
+
+reverse_domain = st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z][a-z0-9-]{0,10}){1,3}",
+                               fullmatch=True)
+
+
+@given(reverse_domain, path.filter(lambda p: p.startswith("/") and not p.startswith("//")))
+def test_private_use_scheme_accepted_for_public_clients(scheme: str, pa: str) -> None:
+    uri = f"{scheme}:{pa}"
+    assert validate_redirect_uri(uri, public=True) == uri
+    with pytest.raises(InvalidInput, match="public clients"):
+        validate_redirect_uri(uri)  # confidential
+    with pytest.raises(InvalidInput, match="public clients"):
+        validate_redirect_uris(["https://app.example/cb", uri])
+
+
+@pytest.mark.parametrize("uri", [
+    "myapp:/cb",  # not reverse-domain
+    "com.example.app:cb",  # no path (RFC 8252 §7.1 form is scheme:/path)
+    "com.example.app:",
+    "com.example.app:///cb",
+    "com.example.app://user@host/cb",
+    "Com.Example.App:/cb",
+    "com.example.app:/cb#frag",
+    "javascript:/alert(1)",
+    "data:/text",
+    ".example.app:/cb",
+    "com..app:/cb",
+])
+def test_private_use_scheme_rules(uri: str) -> None:
+    with pytest.raises(InvalidInput):
+        validate_redirect_uri(uri, public=True)
+
+
+def test_private_use_refusal_says_why() -> None:
+    with pytest.raises(InvalidInput) as exc:
+        validate_redirect_uri("com.example.app:/callback")
+    assert "native apps" in str(exc.value) and "https" in str(exc.value)
+
+
+@given(st.sampled_from(["127.0.0.1", "[::1]"]), port, path, query)
+def test_loopback_any_port_form(h: str, p: str, pa: str, q: str) -> None:
+    uri = f"http://{h}{p}{pa}{q}"
+    assert loopback_any_port(uri) == f"http://{h}{pa}{q}"
+
+
+@pytest.mark.parametrize("uri", [
+    "https://127.0.0.1:8443/cb",  # https: matched exactly
+    "http://localhost:8080/cb",  # RFC 8252 §8.3: not the any-port rule
+    "http://127.0.0.2:8080/cb",
+    "http://user@127.0.0.1:8080/cb",
+    "com.example.app:/cb",
+    "http://127.0.0.1:99999/cb",
+])
+def test_loopback_any_port_only_for_loopback_ips(uri: str) -> None:
+    assert loopback_any_port(uri) is None
+
+
+@given(st.text(max_size=60))
+def test_arbitrary_text_public_never_crashes(text: str) -> None:
+    try:
+        out = validate_redirect_uri(text, public=True)
+    except InvalidInput:
+        return
+    assert out == text
+    assert "#" not in out and " " not in out
+    assert loopback_any_port(out) is None or out.startswith("http://")

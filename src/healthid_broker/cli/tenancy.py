@@ -269,6 +269,7 @@ def _client_create(args: argparse.Namespace) -> int:
         args.short_key, auth_method=args.auth_method, redirect_uris=args.redirect_uri,
         now=time.time(), name=args.name, scopes=args.scope or None, jwks=jwks,
         id_token_alg=args.id_token_alg,
+        require_par=args.require_par,
     )
     data = created.client.summary()
     text = f"created client {created.client.name}\n  client_id: {created.client.client_id}"
@@ -307,22 +308,26 @@ def _client_show(args: argparse.Namespace) -> int:
     return 1
 
 
-@_guard
-def _client_update(args: argparse.Namespace) -> int:
-    c = service_from_args(args).update_client(
-        args.short_key, args.client, now=time.time(), id_token_alg=args.id_token_alg)
-    text = f"updated client {c.name}\n  id_token_signed_response_alg: {c.id_token_alg}"
-    text += "".join(f"\n  DEVIATION: {d}" for d in c.deviations)
-    _out(args, c.summary(), text)
-    return 0
-
-
 def _plain(v: Any) -> str:
     if isinstance(v, list):
         return " ".join(str(x) for x in v)
     if isinstance(v, dict):
         return json.dumps(v)
     return str(v)
+
+
+@_guard
+def _client_update(args: argparse.Namespace) -> int:
+    view = service_from_args(args).update_client(
+        args.short_key, args.client, now=time.time(),
+        redirect_uris=args.redirect_uri or None, scopes=args.scope or None,
+        require_par=args.require_par, id_token_alg=args.id_token_alg)
+    d = view.summary()
+    text = f"updated client {view.name}\n" + "\n".join(
+        f"{k}: {_plain(v)}" for k, v in d.items() if k != "deviations")
+    text += "".join(f"\nDEVIATION: {dev}" for dev in view.deviations)
+    _out(args, d, text)
+    return 0
 
 
 @_guard
@@ -465,10 +470,17 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--jwks", help="JSON file with the client's public JWKS")
     p.add_argument("--id-token-alg", choices=list(ID_TOKEN_ALGS), default=DEFAULT_ID_TOKEN_ALG,
                    help="id_token_signed_response_alg (RS256 deviates from BSI TR-02102-1)")
+    p.add_argument("--require-par", action="store_true",
+                   help="the client must push its authorization requests (RFC 9126 PAR)")
     p.set_defaults(func=_client_create)
     p = csub.add_parser("update", parents=[common], help="change a client's settings")
     p.add_argument("short_key")
     p.add_argument("client", help="client_id or name")
+    p.add_argument("--redirect-uri", action="append",
+                   help="(repeatable; replaces the registered redirect URIs)")
+    p.add_argument("--scope", action="append", help="(repeatable; replaces the scopes)")
+    p.add_argument("--require-par", action=argparse.BooleanOptionalAction, default=None,
+                   help="the client must (or need not) use the PAR endpoint (RFC 9126)")
     p.add_argument("--id-token-alg", choices=list(ID_TOKEN_ALGS),
                    help="id_token_signed_response_alg (RS256 deviates from BSI TR-02102-1)")
     p.set_defaults(func=_client_update)

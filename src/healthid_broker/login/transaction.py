@@ -143,6 +143,10 @@ class AppRequest:
     code_challenge: str | None = _k("cc", "ostr", secret=True)
     code_challenge_method: str | None = _k("cm", "ostr")
     acr_values: tuple[str, ...] = _k("acr", "strs", ())
+    # OIDC Core §3.1.2.1, passed on in the upstream PAR to force a new authentication
+    # (A_23030); omitted from the stored entry when absent
+    prompt: str | None = _k("p", "ostr", None)
+    max_age: int | None = _k("ma", "oint", None)
 
 
 @dataclass(frozen=True)

@@ -249,8 +249,10 @@ async def authenticate_client(
     now: float,
     replay: TransientStore,
     leeway: float = DEFAULT_LEEWAY,
+    par_endpoint: str | None = None,
 ) -> AuthenticatedClient:
-    """Authenticate the client of a token request.
+    """Authenticate the client of a token request (or of a pushed authorization request:
+    then ``par_endpoint`` is a further accepted assertion ``aud``, RFC 9126 §2).
 
     ``authorization``: every ``Authorization`` header value (normally zero or one);
     ``form``: the request body's parameters in order, repeats included
@@ -301,7 +303,9 @@ async def authenticate_client(
         if client is None or client.auth_method is not ClientAuthMethod.PRIVATE_KEY_JWT:
             raise OAuthError.invalid_client("client authentication failed")
         await verify_client_assertion(
-            assertion, client, audiences=(token_endpoint, issuer), now=now, replay=replay,
+            assertion, client,
+            audiences=(token_endpoint, issuer, *([par_endpoint] if par_endpoint else [])),
+            now=now, replay=replay,
             leeway=leeway,
         )
         return AuthenticatedClient(client, ClientAuthMethod.PRIVATE_KEY_JWT)

@@ -26,6 +26,7 @@ class ClientConfig:
     jwks: tuple[JWK, ...] = ()
     active: bool = True
     id_token_alg: str = DEFAULT_ID_TOKEN_ALG  # id_token_signed_response_alg
+    require_par: bool = False  # RFC 9126 §5 require_pushed_authorization_requests
 
     @property
     def public(self) -> bool:

@@ -47,8 +47,9 @@ class UpstreamLogin(Protocol):
 
     async def idps(self) -> tuple[IdpEntry, ...]: ...
 
-    async def start(self, rp: RelyingParty, idp_id: str, *, scope: str,
-                    acr: str) -> UpstreamStart: ...
+    async def start(self, rp: RelyingParty, idp_id: str, *, scope: str, acr: str,
+                    prompt: str | None = None, max_age: int | None = None,
+                    ) -> UpstreamStart: ...
 
     async def finish(self, rp: RelyingParty, pending: bytes, response: Mapping[str, str], *,
                      required_acr: str) -> ValidatedIdToken: ...
@@ -76,5 +77,5 @@ class ClientAuthentication(Protocol):
 
     async def authenticate(
         self, app: AppConfig, form: Sequence[tuple[str, str]], authorization: Sequence[str],
-        *, token_endpoint: str,
+        *, token_endpoint: str, par_endpoint: str | None = None,
     ) -> ClientConfig: ...

@@ -3,7 +3,10 @@
 Framework-free: the web layer turns HTTP into calls of :class:`ProviderService` and its
 outcomes back into HTTP. Flow (see docs/login-flow.md)::
 
-    app ──/authorize──▶ validate client, redirect_uri, scope, PKCE ──▶ STARTED
+    app ──/par (RFC 9126)──▶ client authenticated, request validated ──▶ STARTED (60 s,
+          keyed by the request_uri) ──/authorize?client_id&request_uri──▶ STARTED (new id)
+    app ──/authorize──▶ validate client, redirect_uri (RFC 8252 loopback/private-use rules,
+                        .redirect_uris), scope, PKCE, prompt/max_age ──▶ STARTED
         ├─ idp_hint: STARTED with the IdP ───────────────┐
         └─ hosted chooser (/authorize/choose): choose_idp ┤
                                                          ▼
@@ -42,12 +45,16 @@ from .client_auth import ClientAuthMethod, RegisteredClient, authenticate_client
 from .directory import AppConfig, ClientConfig
 from .errors import OAuthError
 from .interfaces import AppDirectory, ClientAuthentication, LoginTransactions, UpstreamLogin
+from .redirect_uris import redirect_uri_registered
 from .tokens import build_id_token, new_access_token, new_authorization_code, pairwise_subject
 
 log = logging.getLogger("healthid_broker.provider")
 
 _ACR_RANK = {ACR_SUBSTANTIAL: 1, ACR_HIGH: 2}
 ACCESS_TOKEN_LIFETIME = 300
+PAR_LIFETIME = 60.0
+"""Seconds a pushed authorization request's ``request_uri`` can be used (RFC 9126 §2.2)."""
+REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"  # RFC 9126 §2.2
 
 _SINGLE_PARAMS = (
     "client_id", "redirect_uri", "response_type", "scope", "state", "nonce",
@@ -69,7 +76,8 @@ class ShowChooser:
     app: AppConfig
     txn_id: str
     idps: tuple[IdpEntry, ...]
-    lang: str | None
+    ui_locales: str | None  # the app's preference (OIDC Core §3.1.2.1); the page picks
+    redirect_uri: str = ""  # where the login ends (the page's CSP must let it go there)
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ class ClientAuthenticator:
 
     async def authenticate(
         self, app: AppConfig, form: Sequence[tuple[str, str]], authorization: Sequence[str],
-        *, token_endpoint: str,
+        *, token_endpoint: str, par_endpoint: str | None = None,
     ) -> ClientConfig:
         async def lookup(client_id: str) -> RegisteredClient | None:
             c = app.clients.get(client_id)
@@ -115,7 +123,7 @@ class ClientAuthenticator:
         result = await authenticate_client(
             authorization=authorization, form=form, lookup=lookup, verify_secret=verify,
             token_endpoint=token_endpoint, issuer=app.issuer, now=self.clock(),
-            replay=self.replay)
+            replay=self.replay, par_endpoint=par_endpoint)
         return app.clients[result.client_id]
 
 
@@ -127,6 +135,14 @@ def _with_query(url: str, params: Mapping[str, str]) -> str:
 def _allowed(app: AppConfig, client: ClientConfig) -> frozenset[str]:
     """The telematik scopes this client may be granted (its allow-list within the app's)."""
     return client.allowed_scopes & app.scopes
+def _max_age(value: str | None) -> int | None:
+    """OIDC Core §3.1.2.1 ``max_age``: seconds, a non-negative integer."""
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 10:
+        raise OAuthError.invalid_request("max_age must be a non-negative integer (seconds)",
+                                         redirectable=True)
+    return int(value)
 
 
 def effective_acr(app: AppConfig, requested: tuple[str, ...]) -> str:
@@ -194,21 +210,93 @@ class ProviderService:
         client = app.clients.get(client_id)
         if "client_id" in duplicated or client is None or not client.active:
             return ErrorPage("invalid_client", 400)
+        if "request_uri" in params:
+            return await self._authorize_pushed(app, client, params, duplicated)
         redirect_uri = params.get("redirect_uri", "")
-        if "redirect_uri" in duplicated or redirect_uri not in client.redirect_uris:
+        if "redirect_uri" in duplicated or not redirect_uri_registered(client, redirect_uri):
             return ErrorPage("invalid_request", 400)
         state = params.get("state")
         try:
-            return await self._authorize_checked(app, client, redirect_uri, params, duplicated)
+            if client.require_par:
+                raise OAuthError.invalid_request(
+                    "this client must push its authorization request to the PAR endpoint "
+                    "(RFC 9126, section 5) and send only client_id and request_uri here",
+                    redirectable=True)
+            started, ui_locales = self._checked_request(app, client, redirect_uri, params,
+                                                        duplicated)
+            return await self._begin(app, started, ui_locales)
         except OAuthError as err:
             if err.redirectable:
                 return self._error_to_app(app, redirect_uri, err, state)
             return ErrorPage("invalid_request")
 
-    async def _authorize_checked(
+    async def _authorize_pushed(self, app: AppConfig, client: ClientConfig,
+                                params: Mapping[str, str],
+                                duplicated: frozenset[str]) -> Outcome:
+        """RFC 9126 §4: only the pushed parameters count; the request_uri works once, within
+        its lifetime, for the client that pushed it. Refusals are pages: which redirect URI
+        the request was for is not known until it is found."""
+        request_uri = params.get("request_uri", "")
+        if "request_uri" in duplicated or not request_uri.startswith(REQUEST_URI_PREFIX):
+            return ErrorPage("invalid_request", 400)
+        txn_id = request_uri[len(REQUEST_URI_PREFIX):]
+        if not 0 < len(txn_id) <= 64:
+            return ErrorPage("login_expired", 400)
+        now = self.clock()
+        pushed = await self.store.take_started(txn_id, now=now)
+        if (pushed is None or pushed.app.application != app.issuer
+                or pushed.app.client_id != client.client_id):
+            return ErrorPage("login_expired", 400)
+        # a fresh transaction id: the request_uri is spent once it has been used
+        started = tx.start(pushed.app, txn_id=secrets.token_urlsafe(24), now=now,
+                           idp=pushed.idp)
+        return await self._begin(app, started, params.get("ui_locales"))
+
+    async def par(self, short_key: str, form_items: Sequence[tuple[str, str]],
+                  authorization: Sequence[str]) -> TokenAnswer:
+        """RFC 9126 §2: the pushed authorization request of an app. The client authenticates
+        as at the token endpoint; the request is checked as at ``/authorize``; the answer is
+        ``201 {request_uri, expires_in}``. Errors are JSON (RFC 9126 §2.3)."""
+        try:
+            app = await self.application(short_key)
+            if app is None:
+                raise OAuthError.invalid_client("unknown application")
+            params: dict[str, str] = {}
+            dup: set[str] = set()
+            for name, value in form_items:
+                if name in params:
+                    dup.add(name)
+                params[name] = value
+            if "client_id" in dup:
+                raise OAuthError.invalid_request("client_id was given more than once")
+            token_endpoint = self.token_endpoint(app)
+            client = await self.client_auth.authenticate(
+                app, form_items, authorization, token_endpoint=token_endpoint,
+                # the PAR endpoint is the token endpoint's sibling (web/broker_app.py)
+                par_endpoint=token_endpoint.rsplit("/", 1)[0] + "/par")
+            if "request_uri" in params:
+                raise OAuthError.invalid_request(
+                    "request_uri must not be pushed (RFC 9126, section 2.1)")
+            redirect_uri = params.get("redirect_uri", "")
+            if "redirect_uri" in dup or not redirect_uri_registered(client, redirect_uri):
+                raise OAuthError.invalid_request("redirect_uri is not registered for this client")
+            started, _ui = self._checked_request(app, client, redirect_uri, params,
+                                                 frozenset(dup), lifetime=PAR_LIFETIME)
+            await self.store.put_started(started, now=self.clock())
+        except OAuthError as err:
+            return TokenAnswer(err.status, err.to_dict(), err.headers())
+        return TokenAnswer(201, {"request_uri": REQUEST_URI_PREFIX + started.txn_id,
+                                 "expires_in": int(PAR_LIFETIME)},
+                           {"Cache-Control": "no-store"})
+
+    def _checked_request(
         self, app: AppConfig, client: ClientConfig, redirect_uri: str,
         params: Mapping[str, str], duplicated: frozenset[str],
-    ) -> Outcome:
+        *, lifetime: float = tx.MAX_LIFETIME,
+    ) -> tuple[tx.Started, str | None]:
+        """The authorization request's checks (OIDC Core §3.1.2.2), shared by ``/authorize``
+        and the PAR endpoint: a new STARTED transaction (not yet stored) and the app's
+        ``ui_locales``. Raises :class:`OAuthError`."""
         dup = sorted(set(_SINGLE_PARAMS) & duplicated)
         if dup:
             raise OAuthError.invalid_request(f"parameter {dup[0]} given more than once",
@@ -216,9 +304,6 @@ class ProviderService:
         if "request" in params:
             raise OAuthError("request_not_supported", "request objects are not supported",
                              redirectable=True)
-        if "request_uri" in params:
-            raise OAuthError("request_uri_not_supported", "use the PAR endpoint's answer "
-                             "only with this broker's own request_uri", redirectable=True)
         if params.get("response_type") != "code":
             raise OAuthError("unsupported_response_type", "only response_type=code is supported",
                              redirectable=True)
@@ -246,25 +331,32 @@ class ProviderService:
         state = params.get("state")
         if state is not None and len(state) > 1024:
             raise OAuthError.invalid_request("state is too long", redirectable=True)
+        max_age = _max_age(params.get("max_age"))
         request = tx.AppRequest(
             application=app.issuer, client_id=client.client_id, redirect_uri=redirect_uri,
             scopes=scopes, state=state, nonce=nonce,
             code_challenge=challenge, code_challenge_method=method if challenge else None,
             acr_values=tuple(a for a in acr_values if a in _ACR_RANK),
+            prompt="login" if "login" in prompt else None, max_age=max_age,
         )
-        now = self.clock()
         hint = params.get("idp_hint") or None
-        started = tx.start(request, txn_id=secrets.token_urlsafe(24), now=now, idp=hint)
-        if hint:
+        started = tx.start(request, txn_id=secrets.token_urlsafe(24), now=self.clock(),
+                           idp=hint, lifetime=lifetime)
+        return started, params.get("ui_locales", "")[:200] or None
+
+    async def _begin(self, app: AppConfig, started: tx.Started,
+                     ui_locales: str | None) -> Outcome:
+        """An accepted request: straight to the IdP named by ``idp_hint``, or the chooser."""
+        if started.idp:
             return await self._go_upstream(app, started)
-        lang = params.get("ui_locales", "").split(" ")[0][:2] or None
+        now = self.clock()
         try:
             idps = await self.upstream.idps()
         except UpstreamError as exc:
             log.warning("IdP list unavailable: %s", exc)
             idps = ()
         await self.store.put_started(started, now=now)
-        return ShowChooser(app, started.txn_id, idps, lang)
+        return ShowChooser(app, started.txn_id, idps, ui_locales, started.app.redirect_uri)
 
     async def choose(self, short_key: str, txn_id: str, idp: str, lang: str | None) -> Outcome:
         """The hosted chooser's answer. ``lang`` is the chooser's language; the pages that
@@ -297,7 +389,8 @@ class ProviderService:
             client = app.clients.get(req.client_id)
             allowed = _allowed(app, client) if client is not None else frozenset()
             up = await self.upstream.start(
-                app.rp, idp, scope=" ".join(upstream_scopes(req.scopes, allowed)), acr=acr)
+                app.rp, idp, scope=" ".join(upstream_scopes(req.scopes, allowed)), acr=acr,
+                prompt=req.prompt, max_age=req.max_age)
         except UpstreamError as exc:
             log.warning("upstream start failed for %s: %s", sanitize(idp, 200), exc)
             self._finished(tx.fail(started, "temporarily_unavailable"))

@@ -137,7 +137,8 @@ class TenancyDirectory:
             c.client_id: ClientConfig(
                 client_id=c.client_id, auth_method=c.auth_method,
                 redirect_uris=frozenset(c.redirect_uris), allowed_scopes=frozenset(c.scopes),
-                jwks=tuple(c.jwks), active=c.active, id_token_alg=c.id_token_alg)
+                jwks=tuple(c.jwks), active=c.active, id_token_alg=c.id_token_alg,
+                require_par=c.require_par)
             for c in view.clients
         }
         by_id = {c.client_id: c for c in view.clients}

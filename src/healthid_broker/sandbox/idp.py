@@ -121,6 +121,10 @@ class PushedRequest:
     version: str
     enc_key: JWK
     expires: float
+    # A_23030: the RP forces a new authentication with these (recorded for tests; this
+    # IdP keeps no session, so every login authenticates anew anyway)
+    prompt: str | None = None
+    max_age: str | None = None
 
 
 @dataclass
@@ -147,6 +151,11 @@ def _pkce_ok(challenge: str) -> bool:
     if len(challenge) != 43:
         return False
     return all(c.isascii() and (c.isalnum() or c in "-_") for c in challenge)
+
+
+def _optional(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) else None
 
 
 @dataclass
@@ -429,6 +438,7 @@ class SectoralIdP:
         self.s.par[request_uri] = PushedRequest(
             p["client_id"], p["redirect_uri"], p["state"], p["nonce"], p["code_challenge"],
             scopes, acr, amr, version, rp.enc_key, now + PAR_LIFETIME,
+            prompt=_optional(form, "prompt"), max_age=_optional(form, "max_age"),
         )
         return JSONResponse(
             {"request_uri": request_uri, "expires_in": PAR_LIFETIME},

@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -139,6 +140,8 @@ class Client(Base):
     # the client's id_token_signed_response_alg: ES256 (default), RS256 or PS256
     signed_response_alg: Mapped[str] = mapped_column(String(8), default="ES256",
                                               server_default="ES256")
+    # RFC 9126 §5 require_pushed_authorization_requests (migration 0004)
+    require_par: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     application: Mapped[Application] = relationship(back_populates="clients")
 

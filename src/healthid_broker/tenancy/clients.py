@@ -27,6 +27,7 @@ from .keyset import RotationPolicy
 from .rows import app_row, client_row, client_view
 from .store import TenantDatabase
 from .validation import (
+    AUTH_METHODS,
     validate_auth_method,
     validate_client_name,
     validate_id_token_alg,
@@ -72,7 +73,7 @@ class Clients:
         self, short_key: str, *, auth_method: str, redirect_uris: Iterable[str], now: float,
         name: str | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = None, active: bool = True,
-        id_token_alg: str = DEFAULT_ID_TOKEN_ALG,
+        id_token_alg: str = DEFAULT_ID_TOKEN_ALG, require_par: bool = False,
     ) -> CreatedClient:
         """Create a client; for ``client_secret_basic`` the secret is in the result ONCE."""
         with self.db.application_transaction(short_key) as (s, tenant_id):
@@ -80,6 +81,7 @@ class Clients:
             return self.create_in(
                 s, app, auth_method=auth_method, redirect_uris=redirect_uris, now=now,
                 name=name, scopes=scopes, jwks=jwks, active=active, id_token_alg=id_token_alg,
+                require_par=require_par,
             )
 
     def create_in(
@@ -87,12 +89,13 @@ class Clients:
         redirect_uris: Iterable[str], now: float, name: str | None,
         scopes: Iterable[str] | None, jwks: Mapping[str, Any] | None, active: bool,
         id_token_alg: str = DEFAULT_ID_TOKEN_ALG,
+        require_par: bool = False,
     ) -> CreatedClient:
         """Create inside ``s``'s transaction, scoped to ``app``'s tenant. An RS256/PS256
         client gives the application its RSA key if it has none yet."""
         method = validate_auth_method(auth_method)
         alg = validate_id_token_alg(id_token_alg)
-        uris = validate_redirect_uris(redirect_uris)
+        uris = validate_redirect_uris(redirect_uris, public=AUTH_METHODS[method] == "public")
         scope_t = validate_scopes(app.scopes if scopes is None else scopes, app.scopes)
         jwks_d = validate_client_jwks(jwks)
         if method == "private_key_jwt" and jwks_d is None:
@@ -111,6 +114,7 @@ class Clients:
             client_id=client_id, name=name, auth_method=method, secret_digest=digest,
             redirect_uris=list(uris), scopes=list(scope_t), jwks=jwks_d, active=bool(active),
             created_at=now, updated_at=now, signed_response_alg=alg,
+            require_par=bool(require_par),
         )
         app.clients.append(row)
         s.flush()
@@ -152,12 +156,14 @@ class Clients:
         redirect_uris: Iterable[str] | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = UNSET, active: bool | None = None,
         id_token_alg: str | None = None,
+        require_par: bool | None = None,
     ) -> ClientView:
         with self.db.application_transaction(short_key) as (s, tenant_id):
             app = app_row(s, tenant_id, short_key, lock=True)
             row = client_row(app, client_id)
             self.update_row(s, app, row, now=now, redirect_uris=redirect_uris,
-                            scopes=scopes, jwks=jwks, active=active, id_token_alg=id_token_alg)
+                            scopes=scopes, jwks=jwks, active=active, id_token_alg=id_token_alg,
+                            require_par=require_par)
             return client_view(row, app)
 
     def update_row(
@@ -165,6 +171,7 @@ class Clients:
         redirect_uris: Iterable[str] | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = UNSET, active: bool | None = None,
         id_token_alg: str | None = None,
+        require_par: bool | None = None,
     ) -> None:
         """Change ``row`` (loaded in ``s``'s tenant-scoped transaction)."""
         if id_token_alg is not None:
@@ -172,7 +179,8 @@ class Clients:
             if row.signed_response_alg != DEFAULT_ID_TOKEN_ALG:
                 ensure_rsa_key(s, app, self.data_keys, now, self.policy)
         if redirect_uris is not None:
-            row.redirect_uris = list(validate_redirect_uris(redirect_uris))
+            row.redirect_uris = list(validate_redirect_uris(
+                redirect_uris, public=AUTH_METHODS[row.auth_method] == "public"))
         if scopes is not None:
             row.scopes = list(validate_scopes(scopes, app.scopes))
         if jwks is not UNSET:
@@ -182,6 +190,8 @@ class Clients:
             row.jwks = jwks_d
         if active is not None:
             row.active = bool(active)
+        if require_par is not None:
+            row.require_par = bool(require_par)
         row.updated_at = now
         s.flush()
         TenantDatabase.announce_change(s, app.short_key)

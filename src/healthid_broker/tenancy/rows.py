@@ -37,6 +37,7 @@ def client_view(c: Client, app: Application) -> ClientView:
         created_at=c.created_at,
         secret_digest=c.secret_digest,
         id_token_alg=c.signed_response_alg,
+        require_par=bool(c.require_par),
     )
 
 

@@ -105,13 +105,15 @@ class TenancyService:
         self, short_key: str, *, auth_method: str, redirect_uris: Iterable[str], now: float,
         name: str | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = None, active: bool = True,
-        id_token_alg: str = DEFAULT_ID_TOKEN_ALG,
+        id_token_alg: str = DEFAULT_ID_TOKEN_ALG, require_par: bool = False,
     ) -> CreatedClient:
         """Create a client; for ``client_secret_basic`` the secret is in the result ONCE.
-        ``id_token_alg`` is its ``id_token_signed_response_alg`` (ES256, RS256, PS256)."""
+        ``id_token_alg`` is its ``id_token_signed_response_alg`` (ES256, RS256, PS256);
+        ``require_par``: the client must use the PAR endpoint (RFC 9126 §5)."""
         return self.clients.create(
             short_key, auth_method=auth_method, redirect_uris=redirect_uris, now=now,
-            name=name, scopes=scopes, jwks=jwks, active=active, id_token_alg=id_token_alg)
+            name=name, scopes=scopes, jwks=jwks, active=active, id_token_alg=id_token_alg,
+            require_par=require_par)
 
     def get_client(self, short_key: str, client_id: str) -> ClientView | None:
         return self.clients.get(short_key, client_id)
@@ -128,10 +130,11 @@ class TenancyService:
         redirect_uris: Iterable[str] | None = None, scopes: Iterable[str] | None = None,
         jwks: Mapping[str, Any] | None = UNSET, active: bool | None = None,
         id_token_alg: str | None = None,
+        require_par: bool | None = None,
     ) -> ClientView:
         return self.clients.update(short_key, client_id, now=now, redirect_uris=redirect_uris,
                                    scopes=scopes, jwks=jwks, active=active,
-                                   id_token_alg=id_token_alg)
+                                   id_token_alg=id_token_alg, require_par=require_par)
 
     def update_redirect_uris(
         self, short_key: str, client_id: str, redirect_uris: Iterable[str], *, now: float

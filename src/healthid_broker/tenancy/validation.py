@@ -4,9 +4,20 @@
   ``<base>/<short-key>`` (the relying party entity configuration, docs/ti-profile.md).
 * scopes: ``openid`` plus the telematik scopes (docs/ti-profile.md).
 * acr: ``gematik-ehealth-loa-high`` | ``gematik-ehealth-loa-substantial`` (A_23004).
-* redirect URIs (toward the apps; OAuth 2.0 Security BCP, RFC 9700 §4.1; RFC 8252 §7.3):
-  exact-match strings, absolute ``https`` — or ``http`` only for the loopback hosts
-  ``127.0.0.1``, ``localhost``, ``[::1]`` — without fragment and without userinfo.
+* redirect URIs (toward the apps; OAuth 2.0 Security BCP, RFC 9700 §4.1; RFC 8252):
+  exact-match strings without fragment and without userinfo, one of
+
+  - absolute ``https`` (web apps, and claimed https URIs of native apps, RFC 8252 §7.2);
+  - ``http`` only for the loopback hosts ``127.0.0.1``, ``[::1]`` and ``localhost``
+    (RFC 8252 §7.3). For *public* clients a request to the IP literals ``127.0.0.1`` and
+    ``[::1]`` matches with any port (RFC 8252 §7.3, see :func:`loopback_any_port`);
+    ``localhost`` is accepted for existing registrations but always matched exactly
+    (RFC 8252 §8.3 does not recommend it);
+  - a private-use URI scheme in reverse-domain form, e.g. ``com.example.app:/callback``
+    (RFC 8252 §7.1) — for public clients (native apps) only.
+
+  A confidential client (``client_secret_basic``, ``private_key_jwt``) may not register a
+  private-use scheme: a native app cannot keep a secret (RFC 8252 §8.4).
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from ..crypto.app_signing import ID_TOKEN_ALGS
+from ..provider.redirect_uris import LOOPBACK_IPS, loopback_any_port
 from ..ti_profile import ACR_VALUES, SCOPE_CLAIMS
 from .errors import InvalidInput
 
@@ -23,7 +35,10 @@ __all__ = [
     "ACR_VALUES",
     "AUTH_METHODS",
     "LOOPBACK_HOSTS",
+    "LOOPBACK_IPS",
     "TELEMATIK_SCOPES",
+    "is_private_use_scheme",
+    "loopback_any_port",
     "validate_acr",
     "validate_auth_method",
     "validate_base_url",
@@ -44,6 +59,8 @@ AUTH_METHODS: dict[str, str] = {
     "none": "public",  # PKCE (RFC 7636) mandatory
 }
 LOOPBACK_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
+# RFC 3986 §3.1 scheme, lowercase, with at least one dot: a reverse domain name (RFC 8252 §7.1)
+_PRIVATE_SCHEME = re.compile(r"[a-z][a-z0-9+-]*(\.[a-z0-9][a-z0-9+-]*)+")
 
 _SHORT_KEY = re.compile(r"[a-z0-9-]{3,32}")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{1,63}")
@@ -136,8 +153,43 @@ def _has_bad_chars(value: str) -> bool:
     return any(ord(c) <= 0x20 or ord(c) >= 0x7F for c in value)
 
 
-def validate_redirect_uri(value: object) -> str:
-    """One redirect URI, returned unchanged (it is compared by exact string match)."""
+def is_private_use_scheme(scheme: str) -> bool:
+    """Whether ``scheme`` is a reverse-domain private-use URI scheme (RFC 8252 §7.1)."""
+    return _PRIVATE_SCHEME.fullmatch(scheme) is not None
+
+
+def _private_use(value: str, public: bool) -> str:
+    scheme, _, rest = value.partition(":")
+    if not is_private_use_scheme(scheme):
+        raise InvalidInput(
+            "redirect URI must be an absolute https URL, http only for 127.0.0.1, [::1] or "
+            "localhost, or (for native apps) a private-use scheme in reverse-domain form "
+            "such as com.example.app:/callback"
+        )
+    if not public:
+        raise InvalidInput(
+            f"private-use URI scheme {scheme!r} is for native apps, which are public clients "
+            "(auth method 'none', RFC 8252 §8.4); a confidential client needs an https "
+            "redirect URI"
+        )
+    if not rest.startswith("/") or rest.startswith("///"):
+        raise InvalidInput(
+            "a private-use redirect URI needs a path, e.g. com.example.app:/callback "
+            "(RFC 8252 §7.1)"
+        )
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        raise InvalidInput("redirect URI is not a valid URI") from exc
+    if "@" in parts.netloc:
+        raise InvalidInput("redirect URI must not contain user information ('user@')")
+    return value
+
+
+def validate_redirect_uri(value: object, *, public: bool = False) -> str:
+    """One redirect URI, returned unchanged (it is compared by exact string match, except
+    for the port of a public client's loopback IP URI). ``public``: the client is public
+    (auth method ``none``), which admits private-use schemes (RFC 8252 §7.1)."""
     if not isinstance(value, str) or not value:
         raise InvalidInput("redirect URI must be a non-empty string")
     if len(value) > _MAX_URI:
@@ -154,10 +206,7 @@ def validate_redirect_uri(value: object) -> str:
     elif value.startswith("http://"):
         scheme = "http"
     else:
-        raise InvalidInput(
-            "redirect URI must be an absolute https URL (http only for 127.0.0.1, "
-            "localhost or [::1])"
-        )
+        return _private_use(value, public)
     try:
         parts = urlsplit(value)
         host = parts.hostname
@@ -171,15 +220,15 @@ def validate_redirect_uri(value: object) -> str:
     if scheme == "http" and host not in LOOPBACK_HOSTS:
         raise InvalidInput(
             "plain http redirect URIs are allowed only for the loopback hosts "
-            "127.0.0.1, localhost and [::1]; use https"
+            "127.0.0.1, [::1] and localhost; use https"
         )
     return value
 
 
-def validate_redirect_uris(values: Iterable[object]) -> tuple[str, ...]:
+def validate_redirect_uris(values: Iterable[object], *, public: bool = False) -> tuple[str, ...]:
     out: list[str] = []
     for v in values:
-        uri = validate_redirect_uri(v)
+        uri = validate_redirect_uri(v, public=public)
         if uri not in out:
             out.append(uri)
     if not out:

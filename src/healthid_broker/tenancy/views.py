@@ -48,6 +48,7 @@ class ClientView:
     created_at: float
     secret_digest: bytes | None = field(default=None, repr=False)
     id_token_alg: str = DEFAULT_ID_TOKEN_ALG  # id_token_signed_response_alg
+    require_par: bool = False  # RFC 9126 §5
 
     @property
     def deviations(self) -> tuple[str, ...]:
@@ -78,6 +79,7 @@ class ClientView:
             "id_token_signed_response_alg": self.id_token_alg,
             "deviations": list(self.deviations),
             "active": self.active,
+            "require_pushed_authorization_requests": self.require_par,
         }
 
 

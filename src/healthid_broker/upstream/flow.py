@@ -189,15 +189,18 @@ class Upstream:
 
     async def start(
         self, rp: RelyingParty, idp_id: str, *, scope: str, acr: str,
-        force_reauth: bool = False,
+        prompt: str | None = None, max_age: int | None = None, force_reauth: bool = False,
     ) -> UpstreamStart:
-        """Steps 2–3: PAR over mTLS, then the front-channel URL for the browser."""
+        """Steps 2–3: PAR over mTLS, then the front-channel URL for the browser.
+
+        ``prompt``/``max_age`` (the app's, OIDC Core §3.1.2.1) go into the PAR only to force
+        a new authentication (A_23030); ``force_reauth`` is ``max_age=0``."""
         idp = await self.idp(idp_id)
         secrets = new_auth_secrets()
         req = ParRequest.build(
             endpoint=idp.par_endpoint, client_id=rp.entity_id, redirect_uri=rp.redirect_uri,
             scope=scope, acr_values=acr, auth=secrets,
-            max_age=0 if force_reauth else None,
+            prompt=prompt, max_age=0 if force_reauth else max_age,
         )
         par = await push_authorization_request(
             self.http, req, rp.identity, first_par=True, retry_pause=self.par_retry_pause)

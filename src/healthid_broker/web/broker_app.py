@@ -47,8 +47,9 @@ from ..provider.service import (
 from ..ti_profile import ACR_HIGH, ACR_SUBSTANTIAL
 from ..upstream.entity_configuration import sign_entity_configuration
 from ..upstream.errors import UpstreamError
+from .cors import Cors
 from .http_guard import BODY_TIMEOUT, MAX_BODY_BYTES, HttpGuard
-from .i18n import ERRORS, TEXTS, pick_language
+from .i18n import ERRORS, TEXTS, pick_language, ui_locale
 from .security import CSP, ASGIApp, Guard, Receive, Scope, Send, incident_id
 
 _HERE = Path(__file__).parent
@@ -84,10 +85,23 @@ class Urls:
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
-def chooser_csp(logo_uris: list[str | None]) -> str:
+_PRIVATE_SCHEME = re.compile(r"([a-z][a-z0-9+-]*(\.[a-z0-9][a-z0-9+-]*)+):/")
+
+
+def chooser_csp(logo_uris: list[str | None], redirect_uri: str = "") -> str:
     """The chooser page's CSP (T-21): the site-wide policy, with ``img-src`` widened by exactly
     the origins of the IdP logos shown (the IdP list only carries https logos,
-    upstream/idp_list.py), so the insurers' logos are not blocked by ``img-src 'self'``."""
+    upstream/idp_list.py), so the insurers' logos are not blocked by ``img-src 'self'``.
+
+    The chooser's form starts a navigation that may run through redirects all the way back
+    to the app (an IdP that answers at once); browsers check ``form-action`` on each of
+    them. For a native app's private-use scheme (RFC 8252 §7.1) ``form-action`` names that
+    one scheme, so the last redirect into the app is not blocked in an in-app browser tab."""
+    csp = CSP
+    scheme = _PRIVATE_SCHEME.match(redirect_uri)
+    if scheme is not None:
+        csp = csp.replace("form-action 'self' http: https:",
+                          f"form-action 'self' http: https: {scheme.group(1)}:", 1)
     origins: list[str] = []
     for uri in logo_uris:
         if not uri:
@@ -101,13 +115,13 @@ def chooser_csp(logo_uris: list[str | None]) -> str:
         if allowed and _ORIGIN.fullmatch(origin) and origin not in origins:
             origins.append(origin)
     if not origins:
-        return CSP
-    return CSP.replace("img-src 'self' data:", "img-src 'self' data: " + " ".join(origins), 1)
+        return csp
+    return csp.replace("img-src 'self' data:", "img-src 'self' data: " + " ".join(origins), 1)
 
 
 def _wants_json(request: Request) -> bool:
     """API paths and clients that ask for JSON get JSON errors; people get pages."""
-    return request.url.path.endswith(("/token", "/jwks", "/idps")) or \
+    return request.url.path.endswith(("/token", "/par", "/jwks", "/idps")) or \
         "json" in request.headers.get("accept", "")
 
 
@@ -121,9 +135,10 @@ class BrokerWeb:
 
     # ---------------------------------------------------------------- rendering
 
-    def _lang(self, request: Request, hint: str | None = None) -> str:
+    def _lang(self, request: Request, ui_locales: str | None = None) -> str:
         q = dict(request.query_params)
-        if hint in ("de", "en") and "lang" not in q:
+        hint = ui_locale(ui_locales)
+        if hint is not None and "lang" not in q:
             q["lang"] = hint
         return pick_language(q, request.headers.get("accept-language"))
 
@@ -146,7 +161,7 @@ class BrokerWeb:
         if isinstance(outcome, ErrorPage):
             return self.error_page(request, outcome.code, outcome.status, outcome.back_url)
         assert isinstance(outcome, ShowChooser)
-        lang = self._lang(request, outcome.lang)
+        lang = self._lang(request, outcome.ui_locales)
         other = "en" if lang == "de" else "de"
         q = dict(request.query_params)
         q["lang"] = other
@@ -159,7 +174,8 @@ class BrokerWeb:
             choose_action=self.urls.browser(outcome.app.short_key, "authorize/choose"),
             other_lang=other, lang_query=urlencode(q),
         )
-        page.headers["content-security-policy"] = chooser_csp([i.logo_uri for i in outcome.idps])
+        page.headers["content-security-policy"] = chooser_csp(
+            [i.logo_uri for i in outcome.idps], outcome.redirect_uri)
         return page
 
     # ---------------------------------------------------------------- endpoints
@@ -210,6 +226,9 @@ class BrokerWeb:
             "claims_parameter_supported": False,
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
+            # RFC 9126 §5; per client: require_pushed_authorization_requests
+            "pushed_authorization_request_endpoint": self.urls.public(sk, "par"),
+            "require_pushed_authorization_requests": False,
         }
 
     async def discovery(self, request: Request) -> Response:
@@ -292,6 +311,17 @@ class BrokerWeb:
                                 400)
         return JSONResponse(answer.body, answer.status, headers=answer.headers)
 
+    async def par(self, request: Request) -> Response:
+        """RFC 9126 §2: an app's pushed authorization request."""
+        items = await _form(request)
+        if items is None:
+            return _oauth_error("invalid_request", "the pushed authorization request must be "
+                                "an application/x-www-form-urlencoded body of at most 16 KiB "
+                                "in UTF-8", 400)
+        answer = await self.service.par(request.path_params["short_key"], items,
+                                        request.headers.getlist("authorization"))
+        return JSONResponse(answer.body, answer.status, headers=answer.headers)
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -360,6 +390,7 @@ class BrokerWeb:
             "authorize/choose": (self.choose, _POST),
             "callback": (self.callback, _GET),
             "token": (self.token, _POST),
+            "par": (self.par, _POST),
             ".well-known/openid-federation": (self.entity_configuration, _GET),
             ".well-known/openid-configuration": (self.discovery, _GET),
             ".well-known/oauth-authorization-server": (self.authorization_server_metadata,
@@ -471,4 +502,9 @@ def create_broker_app(web: BrokerWeb, mounts: Mapping[str, ASGIApp] | None = Non
     })
     app.router.redirect_slashes = False
     inner: ASGIApp = app if limit is None else limit(app)
-    return Guard(HttpGuard(inner, body_timeout=body_timeout, refusal=web.refusal), hsts=hsts)
+
+    async def application(short_key: str) -> AppConfig | None:
+        return await web.service.application(short_key)
+
+    cors = Cors(inner, application)  # single-page apps (web/cors.py)
+    return Guard(HttpGuard(cors, body_timeout=body_timeout, refusal=web.refusal), hsts=hsts)

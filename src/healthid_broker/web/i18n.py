@@ -74,8 +74,21 @@ ERRORS: dict[str, dict[str, str]] = {
 }
 
 
+def ui_locale(ui_locales: str | None) -> str | None:
+    """The first supported language of an app's ``ui_locales`` (OIDC Core §3.1.2.1: BCP 47
+    tags separated by spaces, in order of preference; ``en-US`` counts as ``en``), or
+    ``None`` when it names none."""
+    for tag in (ui_locales or "").split(" ")[:20]:
+        base = tag.split("-", 1)[0].lower()
+        if base in LANGS:
+            return base
+    return None
+
+
 def pick_language(query: Mapping[str, str], accept_language: str | None) -> str:
-    """``?lang=`` wins; then the first supported language in Accept-Language; else German."""
+    """``?lang=`` wins (the page's own switch, or the app's ``ui_locales`` as
+    :func:`ui_locale` read it); then the first supported language in Accept-Language; else
+    German."""
     lang = query.get("lang", "")
     if lang in LANGS:
         return lang
