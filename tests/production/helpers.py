@@ -145,6 +145,26 @@ def serve_args(tmp_path: Path, common: Sequence[str], public_base: str, browser_
             "--tls-cert", str(tmp_path / "tls.pem"), "--tls-key", str(tmp_path / "tls.key")]
 
 
+def start_serve_nodes(procs: list[subprocess.Popen[str]], tmp_path: Path, ca_file: str,
+                      common: Sequence[str], public_base: str, browser_base: str,
+                      ports: Sequence[int], env: dict[str, str], redis_prefix: str) -> None:
+    """One `serve` process per port, one after the other, on https with a certificate from
+    the sandbox's CA, sharing Redis under ``redis_prefix``; returns once each listens."""
+    from healthid_broker.crypto.keys import LocalCA
+
+    sb_dir = Path(ca_file).parent
+    ca = LocalCA.load(sb_dir / "ca.pem", sb_dir / "keys" / "ca.key")
+    ca.issue_server_cert(["127.0.0.1"]).write(tmp_path / "tls.pem", tmp_path / "tls.key")
+    senv = {**env, "HEALTHID_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "HEALTHID_REDIS_PREFIX": redis_prefix}
+    for port in ports:
+        p = subprocess.Popen(
+            [*CLI, *serve_args(tmp_path, common, public_base, browser_base, port)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=senv)
+        procs.append(p)
+        wait_json_line(p)
+
+
 def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(

@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from healthid_broker.crypto.jose import JWK, parse_jws, verify_jws
-from healthid_broker.crypto.keys import LocalCA
 
 from .helpers import (
     CLI,
@@ -27,9 +26,8 @@ from .helpers import (
     pkce_pair,
     processes,
     register_with_sandbox,
-    serve_args,
     start_sandbox,
-    wait_json_line,
+    start_serve_nodes,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -123,17 +121,8 @@ def test_cli_changes_are_live_on_every_serve_process_within_a_second(
         register_with_sandbox(tmp_path, cli_json(
             "app", "registration", "acme-app", "--base", public_base,
             "--environment", "sandbox", *common, env=env), env)
-        sb_dir = Path(ca_file).parent
-        ca = LocalCA.load(sb_dir / "ca.pem", sb_dir / "keys" / "ca.key")
-        ca.issue_server_cert(["127.0.0.1"]).write(tmp_path / "tls.pem", tmp_path / "tls.key")
-        senv = {**env, "HEALTHID_REDIS_URL": "redis://127.0.0.1:6379/0",
-                "HEALTHID_REDIS_PREFIX": redis_prefix}
-        for port in (port_a, port_b):
-            p = subprocess.Popen(
-                [*CLI, *serve_args(tmp_path, common, public_base, browser_base, port)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=senv)
-            procs.append(p)
-            wait_json_line(p)
+        start_serve_nodes(procs, tmp_path, ca_file, common, public_base, browser_base,
+                          (port_a, port_b), env, redis_prefix)
 
         issuer = f"{public_base}/acme-app"
         tls = ssl.create_default_context(cafile=ca_file)

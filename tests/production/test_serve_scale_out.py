@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -19,19 +18,16 @@ import pytest
 import redis
 
 from healthid_broker.crypto.jose import JWK, parse_jws, verify_jws
-from healthid_broker.crypto.keys import LocalCA
 
 from .helpers import (
-    CLI,
     base_env,
     cli_json,
     free_port,
     pkce_pair,
     processes,
     register_with_sandbox,
-    serve_args,
     start_sandbox,
-    wait_json_line,
+    start_serve_nodes,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -69,17 +65,8 @@ def test_two_serve_processes_share_postgres_and_redis(tmp_path: Path, pg_role_pa
             "app", "registration", "acme-app", "--base", public_base,
             "--environment", "sandbox", *common, env=env), env)
 
-        sb_dir = Path(ca_file).parent
-        ca = LocalCA.load(sb_dir / "ca.pem", sb_dir / "keys" / "ca.key")
-        ca.issue_server_cert(["127.0.0.1"]).write(tmp_path / "tls.pem", tmp_path / "tls.key")
-        senv = {**env, "HEALTHID_REDIS_URL": "redis://127.0.0.1:6379/0",
-                "HEALTHID_REDIS_PREFIX": prefix}
-        for port in (port_a, port_b):
-            p = subprocess.Popen(
-                [*CLI, *serve_args(tmp_path, common, public_base, browser_base, port)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=senv)
-            procs.append(p)
-            wait_json_line(p)
+        start_serve_nodes(procs, tmp_path, ca_file, common, public_base, browser_base,
+                          (port_a, port_b), env, prefix)
 
         issuer = f"{public_base}/acme-app"
         with httpx.Client(verify=ssl.create_default_context(cafile=ca_file), timeout=20) as c:
