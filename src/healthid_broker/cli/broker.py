@@ -184,7 +184,7 @@ def _trust_hint(ca: str) -> str:
     return (
         "  Every page is on https, signed by the local CA above. To trust it:\n"
         f"    Node:      NODE_EXTRA_CA_CERTS={ca} node app.js\n"
-        f"    Python:    SSL_CERT_FILE={ca} (or httpx/requests verify=\"{ca}\")\n"
+        f"    Python:    SSL_CERT_FILE={ca} (httpx, Authlib), REQUESTS_CA_BUNDLE={ca} (requests)\n"
         "    Chromium:  import it under Settings > Privacy and security > Security >\n"
         "               Manage certificates > Authorities (or: certutil -d sql:$HOME/.pki/nssdb\n"
         f"               -A -t C,, -n healthid-broker-demo -i {ca})\n"
