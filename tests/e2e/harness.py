@@ -135,11 +135,12 @@ class LoginAborted(AssertionError):
 
 def browser_login(authorize_url: str, redirect_uri: str, *, idp: str | None,
                   kvnr: str | None, action: str = "approve", max_steps: int = 12,
-                  ) -> BrowserResult:
+                  verify: Any = True) -> BrowserResult:
     """Follow a login like a browser: broker chooser (choose ``idp`` when shown), the
     sandbox IdP's person picker (choose ``kvnr``) or its auto_person redirect, the
-    broker's callback, until a redirect to ``redirect_uri``."""
-    with httpx.Client(follow_redirects=False, timeout=20) as b:
+    broker's callback, until a redirect to ``redirect_uri``. ``verify``: as for httpx
+    (the local CA when the demo serves its pages on https)."""
+    with httpx.Client(follow_redirects=False, timeout=20, verify=verify) as b:
         r = b.get(authorize_url)
         for _ in range(max_steps):
             if r.status_code in (302, 303):

@@ -33,8 +33,14 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--external-sandbox", type=Path, metavar="FILE",
                    help="use a separately running sandbox: FILE holds the JSON that "
                    "`healthid-broker sandbox --json` printed")
+    p.add_argument("--tls", action="store_true",
+                   help="serve the browser-facing pages (demo app, authorize, callback, the "
+                   "sandbox IdPs' pages) on https with the demo's local CA too, for strict "
+                   "clients; the pages of an --external-sandbox stay as that sandbox serves "
+                   "them")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object with URLs and client credentials once ready")
+                   help="print one JSON object with URLs, client credentials and the "
+                   "federation master's public keys once ready")
     p.set_defaults(func=_demo)
     add_init(sub)
     add_serve(sub)
@@ -141,7 +147,7 @@ async def _run_demo(args: argparse.Namespace) -> int:
     demo = Demo(DemoConfig(host=args.host, port=args.port, data_dir=args.data_dir,
                            auto_person=args.auto_person, redis=redis,
                            redis_prefix=args.redis_prefix,
-                           external_sandbox=external, rate_limits=limits))
+                           external_sandbox=external, rate_limits=limits, tls=args.tls))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -155,6 +161,8 @@ async def _run_demo(args: argparse.Namespace) -> int:
         return 1
     if args.json:
         print(json.dumps(info), flush=True)
+        if args.tls:
+            print(_trust_hint(info["ca_cert"]), file=sys.stderr, flush=True)
     else:
         print(
             "\n  healthid-broker demo is running (SANDBOX — synthetic persons only)\n\n"
@@ -163,11 +171,25 @@ async def _run_demo(args: argparse.Namespace) -> int:
             f"  client_id:           {info['client_id']}\n"
             f"  client_secret:       {info['client_secret']}\n"
             f"  Local CA:            {info['ca_cert']}\n\n"
-            "  Ctrl-C stops it.\n", flush=True)
+            + (_trust_hint(info["ca_cert"]) if args.tls else "")
+            + "  Ctrl-C stops it.\n", flush=True)
     settle_heap()
     await stop.wait()
     await demo.stop()
     return 0
+
+
+def _trust_hint(ca: str) -> str:
+    """How to make browsers and client libraries trust the demo's local CA (``--tls``)."""
+    return (
+        "  Every page is on https, signed by the local CA above. To trust it:\n"
+        f"    Node:      NODE_EXTRA_CA_CERTS={ca} node app.js\n"
+        f"    Python:    SSL_CERT_FILE={ca} (httpx, Authlib), REQUESTS_CA_BUNDLE={ca} (requests)\n"
+        "    Chromium:  import it under Settings > Privacy and security > Security >\n"
+        "               Manage certificates > Authorities (or: certutil -d sql:$HOME/.pki/nssdb\n"
+        f"               -A -t C,, -n healthid-broker-demo -i {ca})\n"
+        "    Firefox:   Settings > Privacy & Security > Certificates > View Certificates >\n"
+        "               Authorities > Import (trust for websites)\n\n")
 
 
 def add_serve(sub: Any) -> None:

@@ -4,6 +4,8 @@ Ports (with ``--port P``): P = http on loopback for everything people see (demo 
 broker's authorize/chooser/callback pages), P+1 = the broker's https (entity ids, issuer,
 discovery, token, jwks), P+2…P+4 = the sandbox (https, mutual TLS, http pages). With
 ``--port 0`` every port is chosen freely. See docs/decisions/0001-sandbox-tls-and-loopback.md.
+With ``tls`` (``demo --tls``) the ports that serve people's pages (P and the sandbox's P+4)
+speak https too, with a certificate from the demo's local CA, for strict clients.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class DemoConfig:
     # The JSON that a separately running `healthid-broker sandbox --json` printed; the
     # demo then uses that sandbox (and its CA) instead of starting one in-process.
     external_sandbox: dict[str, Any] | None = None
+    # https (local CA) also for the browser-facing pages: demo app, authorize, chooser,
+    # callback and the sandbox IdPs' pages (docs/integration.md, "Strict clients")
+    tls: bool = False
 
 
 def _load_or_create_ca(d: Path) -> LocalCA:
@@ -133,7 +138,8 @@ class Demo:
         cfg = self.cfg
         self.sandbox = Sandbox(SandboxConfig(
             host=cfg.host, port=cfg.port + 2 if cfg.port else 0,
-            data_dir=self.data_dir / "sandbox", auto_person=cfg.auto_person, ca=ca))
+            data_dir=self.data_dir / "sandbox", auto_person=cfg.auto_person, ca=ca,
+            front_tls=cfg.tls))
         await self.sandbox.start()
         info: dict[str, Any] = self.sandbox.info()
         return info
@@ -168,7 +174,7 @@ class Demo:
         http_port = http_sock.getsockname()[1]
         https_port = https_sock.getsockname()[1]
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-        browser_base = f"http://{host}:{http_port}"
+        browser_base = f"{'https' if cfg.tls else 'http'}://{host}:{http_port}"
         public_base = f"https://{host}:{https_port}"
 
         sb_info = ext if ext is not None else await self._start_sandbox(ca)
@@ -217,7 +223,8 @@ class Demo:
         if redis_client is not None:
             self.runtime.closers.append(redis_client.aclose)
         ctx = server_context(str(tls_dir / "broker.pem"), str(tls_dir / "broker.key"))
-        self.servers.append(await start_server(self.runtime.asgi, host=cfg.host, sock=http_sock))
+        self.servers.append(await start_server(self.runtime.asgi, host=cfg.host, sock=http_sock,
+                                               ssl_context=ctx if cfg.tls else None))
         self.servers.append(await start_server(self.runtime.asgi, host=cfg.host, sock=https_sock,
                                                ssl_context=ctx))
         self._info = {
@@ -229,10 +236,12 @@ class Demo:
             "client_secret": client["client_secret"],
             "redirect_uri": client["redirect_uri"],
             "federation_master": sb_info["federation_master"],
+            "master_jwks": sb_info["master_jwks"],
             "idps": [i["entity_id"] for i in sb_info["idps"]],
             "ca_cert": sb_info["ca_cert"],
             "data_dir": str(self.data_dir),
             "sandbox": True,
+            "tls": cfg.tls,
         }
         return self._info
 

@@ -65,6 +65,8 @@ class SandboxConfig:
     data_dir: Path = field(default_factory=lambda: Path(".sandbox"))
     auto_person: str | None = None
     ca: LocalCA | None = None
+    # https instead of loopback http for the browser-facing pages (``demo --tls``)
+    front_tls: bool = False
 
 
 class SandboxError(RuntimeError):
@@ -251,7 +253,7 @@ class Sandbox:
         self.port = self._sockets[0].getsockname()[1]
         https = f"https://{self._hostport(self.port)}"
         mtls = f"https://{self._hostport(self.port + 1)}"
-        front = f"http://{self._hostport(self.port + 2)}"
+        front = f"{'https' if self.cfg.front_tls else 'http'}://{self._hostport(self.port + 2)}"
         self._http = OutboundClient(ca_file=str(self.ca_cert_path))
         self.master = FederationMaster(self.master_entity_id, self._master_key,
                                        self.registrations, self.clock)
@@ -307,7 +309,7 @@ class Sandbox:
         internal_port = internal.getsockname()[1]
         await self._serve(fed_app, self._sockets[0], tls)
         await self._serve(mtls_app, internal, None)
-        await self._serve(front_app, self._sockets[2], None)
+        await self._serve(front_app, self._sockets[2], tls if self.cfg.front_tls else None)
         self._proxy = MTLSProxy(server_context(issued.cert, issued.key), internal_port,
                                 self.peer_certs)
         await self._proxy.start(self._sockets[1])
