@@ -26,6 +26,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     MARKER_RULES.add_automatic(items)
 
 
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """A command run in-process (``main([...])``) installs the broker's log handler on the
+    root logger, bound to that test's captured stderr; put the root logger back afterwards
+    so a later test does not write into a closed capture."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, uniquely named PostgreSQL database on the local server, dropped afterwards
