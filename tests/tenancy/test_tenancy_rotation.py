@@ -1,34 +1,20 @@
 from __future__ import annotations
 
 import pytest
+from keyset_helpers import DAY, T0, key_states, setup_app
 
 from healthid_broker.tenancy import RotationPolicy, TenancyService
 
-DAY = 86400.0
-T0 = 1_800_000_000.0
-
-
-def _setup(service: TenancyService) -> None:
-    service.create_tenant("acme", now=T0)
-    service.create_application(
-        "acme", "acme-app", display_name="Acme", organization_name="Acme GmbH",
-        scopes=["openid"], required_acr="gematik-ehealth-loa-substantial", now=T0,
-    )
-
-
-def _states(service: TenancyService, purpose: str) -> list[tuple[str, str]]:
-    return [(k.kid, k.state) for k in service.key_infos("acme-app") if k.purpose == purpose]
-
 
 def test_nothing_due_right_after_creation(service: TenancyService) -> None:
-    _setup(service)
+    setup_app(service)
     assert service.rotate_keys("acme-app", T0 + 60) == ()
     assert service.rotate_due(T0 + 60) == {}
 
 
 def test_forced_signing_rotation_waits_24h(service: TenancyService) -> None:
     """A_24607: a new signing key is published as next and used only >= 24 h later."""
-    _setup(service)
+    setup_app(service)
     old = service.application_keys("acme-app", T0).federation_signing_key
     changes = service.rotate_keys("acme-app", T0 + 10, force=True, purposes=["federation_sig"])
     assert [(c.purpose, c.change) for c in changes] == [("federation_sig", "published-next")]
@@ -42,7 +28,7 @@ def test_forced_signing_rotation_waits_24h(service: TenancyService) -> None:
     assert service.application_keys("acme-app", T0 + DAY).federation_signing_key.kid == old.kid
     # forcing again does not shortcut the 24 h
     service.rotate_keys("acme-app", T0 + 20, force=True, purposes=["federation_sig"])
-    assert _states(service, "federation_sig") == [(old.kid, "current"), (nxt, "next")]
+    assert key_states(service, "federation_sig") == [(old.kid, "current"), (nxt, "next")]
     done = service.rotate_keys("acme-app", T0 + 10 + DAY)
     assert {(c.kid, c.change) for c in done} == {(old.kid, "retired"), (nxt, "activated")}
     keys = service.application_keys("acme-app", T0 + 10 + DAY)
@@ -53,18 +39,18 @@ def test_forced_signing_rotation_waits_24h(service: TenancyService) -> None:
     assert [k.kid for k in service.application_keys("acme-app", later).federation_keys] == [nxt]
     removed = service.rotate_keys("acme-app", later)
     assert [(c.kid, c.change) for c in removed] == [(old.kid, "removed")]
-    assert _states(service, "federation_sig") == [(nxt, "current")]
+    assert key_states(service, "federation_sig") == [(nxt, "current")]
 
 
 def test_federation_keys_never_rotate_automatically(service: TenancyService) -> None:
-    _setup(service)
+    setup_app(service)
     changes = service.rotate_keys("acme-app", T0 + 200 * DAY)
     assert "federation_sig" not in {c.purpose for c in changes}
 
 
 def test_encryption_key_stays_decryptable_after_retirement(service: TenancyService) -> None:
     """A_28209: retired enc keys stay published and usable until statements expired."""
-    _setup(service)
+    setup_app(service)
     policy = service.policy
     assert policy.id_token_enc_lifetime is not None
     enc0 = service.application_keys("acme-app", T0).id_token_encryption_keys[0].kid
@@ -84,7 +70,7 @@ def test_encryption_key_stays_decryptable_after_retirement(service: TenancyServi
 
 
 def test_mtls_renewed_before_expiry_with_next_published(service: TenancyService) -> None:
-    _setup(service)
+    setup_app(service)
     keys = service.application_keys("acme-app", T0)
     not_after = keys.mtls.not_after
     renew = not_after - service.policy.mtls_renew_before
@@ -102,7 +88,7 @@ def test_mtls_renewed_before_expiry_with_next_published(service: TenancyService)
 
 
 def test_expired_mtls_cert_is_replaced_at_once(service: TenancyService) -> None:
-    _setup(service)
+    setup_app(service)
     not_after = service.application_keys("acme-app", T0).mtls.not_after
     first = service.rotate_keys("acme-app", not_after + 10)
     nxt = next(c.kid for c in first if c.purpose == "mtls")

@@ -9,35 +9,21 @@ from pathlib import Path
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from keyset_helpers import DAY, T0, key_states, setup_app
 
 from healthid_broker.crypto.app_signing import MIN_RSA_BITS, sign_jws_rsa
 from healthid_broker.tenancy import TenancyService
 from healthid_broker.tenancy.apply import apply_config
 from healthid_broker.tenancy.errors import InvalidInput
 
-DAY = 86400.0
-T0 = 1_800_000_000.0
-
-
-def _setup(service: TenancyService) -> None:
-    service.create_tenant("acme", now=T0)
-    service.create_application(
-        "acme", "acme-app", display_name="Acme", organization_name="Acme GmbH",
-        scopes=["openid"], required_acr="gematik-ehealth-loa-substantial", now=T0,
-    )
-
-
-def _states(service: TenancyService, purpose: str) -> list[tuple[str, str]]:
-    return [(k.kid, k.state) for k in service.key_infos("acme-app") if k.purpose == purpose]
-
 REDIRECT = ["https://app.example/cb"]
 
 
 def test_no_rsa_key_until_a_client_needs_one(service: TenancyService) -> None:
-    _setup(service)
+    setup_app(service)
     service.create_client("acme-app", auth_method="client_secret_basic",
                           redirect_uris=REDIRECT, now=T0)
-    assert _states(service, "id_token_sig_rsa") == []
+    assert key_states(service, "id_token_sig_rsa") == []
     keys = service.application_keys("acme-app", T0)
     assert keys.id_token_rsa_key is None
     assert all(k["kty"] == "EC" for k in keys.provider_jwks()["keys"])
@@ -46,13 +32,13 @@ def test_no_rsa_key_until_a_client_needs_one(service: TenancyService) -> None:
 
 @pytest.mark.parametrize("alg", ["RS256", "PS256"])
 def test_rsa_client_gets_a_published_key(service: TenancyService, alg: str) -> None:
-    _setup(service)
+    setup_app(service)
     created = service.create_client("acme-app", auth_method="client_secret_basic",
                                     redirect_uris=REDIRECT, now=T0, id_token_alg=alg)
     assert created.client.id_token_alg == alg
     assert created.client.summary()["id_token_signed_response_alg"] == alg
     assert bool(created.client.summary()["deviations"]) == (alg == "RS256")
-    [(kid, state)] = _states(service, "id_token_sig_rsa")
+    [(kid, state)] = key_states(service, "id_token_sig_rsa")
     assert state == "current"
     keys = service.application_keys("acme-app", T0)
     assert keys.id_token_rsa_key is not None and keys.id_token_rsa_key.kid == kid
@@ -63,7 +49,7 @@ def test_rsa_client_gets_a_published_key(service: TenancyService, alg: str) -> N
     # a second RSA client shares the key
     service.create_client("acme-app", auth_method="none", redirect_uris=REDIRECT, now=T0,
                           id_token_alg="PS256")
-    assert len(_states(service, "id_token_sig_rsa")) == 1
+    assert len(key_states(service, "id_token_sig_rsa")) == 1
     # the unsealed private key signs what the published key verifies
     token = sign_jws_rsa({"sub": "x"}, keys.id_token_rsa_key, alg, typ="JWT")
     assert jwt.decode(token, KeySet.import_key_set({"keys": published}),
@@ -71,13 +57,13 @@ def test_rsa_client_gets_a_published_key(service: TenancyService, alg: str) -> N
 
 
 def test_update_to_rsa_creates_the_key(service: TenancyService) -> None:
-    _setup(service)
+    setup_app(service)
     c = service.create_client("acme-app", auth_method="client_secret_basic",
                               redirect_uris=REDIRECT, now=T0).client
     assert c.id_token_alg == "ES256" and c.deviations == ()
     v = service.update_client("acme-app", c.client_id, now=T0 + 1, id_token_alg="RS256")
     assert v.id_token_alg == "RS256" and "TR-02102-1" in v.deviations[0]
-    assert [s for _k, s in _states(service, "id_token_sig_rsa")] == ["current"]
+    assert [s for _k, s in key_states(service, "id_token_sig_rsa")] == ["current"]
     with pytest.raises(InvalidInput, match="id_token_signed_response_alg"):
         service.update_client("acme-app", c.client_id, now=T0 + 2, id_token_alg="HS256")
     with pytest.raises(InvalidInput, match="id_token_signed_response_alg"):
@@ -88,10 +74,10 @@ def test_update_to_rsa_creates_the_key(service: TenancyService) -> None:
 def test_rsa_key_rotates_like_the_ec_key(service: TenancyService) -> None:
     """The next RSA key is published 24 h before it signs (A_24607); the retired one stays
     published for 24 h (A_28209)."""
-    _setup(service)
+    setup_app(service)
     service.create_client("acme-app", auth_method="client_secret_basic",
                           redirect_uris=REDIRECT, now=T0, id_token_alg="PS256")
-    [(old, _)] = _states(service, "id_token_sig_rsa")
+    [(old, _)] = key_states(service, "id_token_sig_rsa")
     lifetime = service.policy.id_token_sig_lifetime
     assert lifetime is not None
     due = T0 + lifetime - DAY
@@ -106,7 +92,7 @@ def test_rsa_key_rotates_like_the_ec_key(service: TenancyService) -> None:
     assert keys.id_token_rsa_key is not None and keys.id_token_rsa_key.kid == nxt
     assert [k["kid"] for k in keys.provider_jwks()["keys"] if k["kty"] == "RSA"] == [nxt, old]
     service.rotate_keys("acme-app", due + 2 * DAY)
-    assert _states(service, "id_token_sig_rsa") == [(nxt, "current")]
+    assert key_states(service, "id_token_sig_rsa") == [(nxt, "current")]
 
 
 def test_apply_sets_the_algorithm(service: TenancyService, tmp_path: Path) -> None:
@@ -119,7 +105,7 @@ def test_apply_sets_the_algorithm(service: TenancyService, tmp_path: Path) -> No
     apply_config(service, cfg, now=T0)
     [c] = service.list_clients("acme-app")
     assert c.id_token_alg == "RS256" and c.deviations
-    assert len(_states(service, "id_token_sig_rsa")) == 1
+    assert len(key_states(service, "id_token_sig_rsa")) == 1
     cfg["tenants"][0]["applications"][0]["clients"][0][  # type: ignore[index]
         "id_token_signed_response_alg"] = "PS256"
     result = apply_config(service, cfg, now=T0 + 1)
